@@ -1,0 +1,136 @@
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware on every request): auth, body limits, access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from assistantd.api.errors import envelope
+from assistantd.errors import PayloadTooLarge
+from assistantd.service.keys import KeyService
+
+access_log = logging.getLogger("assistantd.access")
+
+_MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header using "
+    "Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+def mask(key: str) -> str:
+    """Enough of a key for its owner to recognise it, never enough to use it."""
+    if len(key) <= 8:
+        return "*" * len(key)
+    return f"{key[:3]}{'*' * min(len(key) - 7, 20)}{key[-4:]}"
+
+
+class EdgeMiddleware:
+    """Authenticates ``/v1`` requests, caps request bodies, and logs one line per request."""
+
+    def __init__(
+        self, app: ASGIApp, *, keys: KeyService, max_body: int, max_upload: int, log_requests: bool
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.max_body = max_body
+        self.max_upload = max_upload
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_holder: dict[str, Any] = {"status": 0}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_wrapper)
+        finally:
+            if self.log_requests:
+                state = scope.get("state") or {}
+                access_log.info(
+                    "request method=%s path=%s status=%s ms=%.1f project=%s",
+                    scope["method"],
+                    scope["path"],
+                    status_holder["status"],
+                    (time.perf_counter() - started) * 1000,
+                    state.get("project", "-"),
+                )
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if not path.startswith("/v1/") and path != "/v1":
+            await self.app(scope, receive, send)
+            return
+        project = await self._authenticate(scope)
+        if isinstance(project, tuple):
+            status, message, code = project
+            await envelope(status, message, "invalid_request_error", code=code)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["project"] = project
+
+        limit = self.max_upload + 1024 * 1024 if path == "/v1/files" else self.max_body
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(_too_large_message(limit))
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _authenticate(self, scope: Scope) -> str | tuple[int, str, str | None]:
+        header = _header(scope, b"authorization")
+        key = ""
+        if header is not None:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() == "bearer":
+                key = value.strip()
+        if key:
+            project = await self.keys.project_for(key)
+            if project is not None:
+                return project
+        if await self.keys.open_mode():
+            return "default"
+        if not key:
+            return (401, _MISSING_KEY, None)
+        return (401, f"Incorrect API key provided: {mask(key)}.", "invalid_api_key")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    raw = _header(scope, b"content-length")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _too_large_message(limit: int) -> str:
+    return f"The request body is too large: the limit is {limit} bytes."
+
+
+def _too_large(limit: int) -> Any:
+    return envelope(413, _too_large_message(limit), "invalid_request_error", code="request_too_large")

@@ -1,0 +1,94 @@
+"""The composition root: the one place that builds concrete objects and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+
+from assistantd.api import assistants, files, health, threads
+from assistantd.api.errors import api_error, http_error, internal_error
+from assistantd.api.middleware import EdgeMiddleware
+from assistantd.errors import APIError
+from assistantd.service.assistants import AssistantService
+from assistantd.service.files import FileService
+from assistantd.service.keys import KeyService
+from assistantd.service.messages import MessageService
+from assistantd.service.registry import Services
+from assistantd.service.threads import ThreadService
+from assistantd.settings import Settings
+from assistantd.store import open_database
+from assistantd.store.blobs import LocalBlobStore
+
+log = logging.getLogger("assistantd")
+
+SWEEP_SECONDS = 60.0
+
+
+def build_services(settings: Settings) -> Services:
+    db = open_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
+    blobs = LocalBlobStore(settings.data_path / "files")
+    return Services(
+        db=db,
+        assistants=AssistantService(db),
+        threads=ThreadService(db),
+        messages=MessageService(db),
+        files=FileService(db, blobs, max_bytes=settings.max_upload_bytes),
+        keys=KeyService(db, settings.static_keys),
+    )
+
+
+async def _sweep(services: Services) -> None:
+    """Background housekeeping: expired files go away even if nobody asks for them."""
+    while True:
+        try:
+            removed = await services.files.delete_expired()
+            if removed:
+                log.info("expired files removed count=%d", removed)
+        except Exception:
+            log.exception("expiry sweep failed; will retry")
+        await asyncio.sleep(SWEEP_SECONDS)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Starlette:
+    services = services or build_services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_sweep(services))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await services.db.close()
+
+    v1 = [*assistants.routes, *threads.routes, *files.routes]
+    app = Starlette(
+        routes=[*health.routes, Mount("/v1", routes=v1)],
+        exception_handlers={
+            APIError: api_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+        middleware=[
+            Middleware(
+                EdgeMiddleware,
+                keys=services.keys,
+                max_body=settings.max_body_bytes,
+                max_upload=settings.max_upload_bytes,
+                log_requests=settings.access_log,
+            )
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.settings = settings
+    return app

@@ -1,0 +1,174 @@
+"""The ``assistantd`` command: serve, migrate, and manage API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from assistantd import __version__
+from assistantd.settings import SETTINGS, Settings, load_settings
+
+log = logging.getLogger("assistantd")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    for s in SETTINGS:
+        if names is not None and s.name not in names:
+            continue
+        help_text = f"{s.help} [env {s.env}; default {s.default!r}]"
+        if s.type is bool:
+            parser.add_argument(
+                s.flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(
+                s.flag, dest=s.name, type=s.type, default=None, metavar=s.name.upper(), help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="assistantd",
+        description="A self-hosted server that speaks the OpenAI Assistants API v2.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="Run the HTTP server.",
+        description="Run the HTTP server. Every flag can also be set by its environment "
+        "variable or in a TOML file given with --config.",
+    )
+    serve.add_argument("--config", help="A TOML file of settings (env ASSISTANTD_CONFIG).")
+    _add_setting_flags(serve)
+
+    migrate = sub.add_parser("migrate", help="Create or upgrade the database schema, then exit.")
+    migrate.add_argument("--config")
+    _add_setting_flags(migrate, ["data_dir", "database_url"])
+
+    keys = sub.add_parser("keys", help="Manage API keys (stored hashed in the database).")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="Create a key for a project and print it once.")
+    create.add_argument("--project", default="default", help="The project the key belongs to.")
+    create.add_argument("--name", default="", help="A label to recognise the key by.")
+    listing = keys_sub.add_parser("list", help="List keys (ids, projects, names; never the keys).")
+    revoke = keys_sub.add_parser("revoke", help="Revoke a key by its id.")
+    revoke.add_argument("key_id")
+    for p in (create, listing, revoke):
+        p.add_argument("--config")
+        _add_setting_flags(p, ["data_dir", "database_url"])
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {s.name: getattr(args, s.name, None) for s in SETTINGS}
+    return load_settings(overrides, config_file=getattr(args, "config", None))
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(
+                ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None)
+            )
+        except OSError:
+            return False
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from assistantd.app import build_services, create_app
+    from assistantd.store import keys as key_rows
+
+    services = build_services(settings)
+    has_keys = bool(settings.static_keys) or services.db.write_sync(key_rows.any_active)
+    if not has_keys:
+        if not is_loopback(settings.host) and not settings.allow_no_auth:
+            log.error(
+                "refusing to listen on %s without API keys: create one with `assistantd keys create`, "
+                "set ASSISTANTD_API_KEYS, or pass --allow-no-auth to accept any key",
+                settings.host,
+            )
+            return 2
+        log.warning("no API keys are configured: any key is accepted (project 'default')")
+    log.info(
+        "starting assistantd %s on http://%s:%d/v1 database=%s",
+        __version__,
+        settings.host,
+        settings.port,
+        services.db.dialect,
+    )
+    app = create_app(settings, services)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except (ValueError, OSError) as exc:
+        print(f"assistantd: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+    if args.command == "serve":
+        return _serve(settings)
+
+    from assistantd.store import open_database
+
+    db = open_database(settings.resolved_database_url, pool_size=2)
+    try:
+        if args.command == "migrate":
+            print(f"database schema is up to date ({db.dialect})")
+        elif args.keys_command == "create":
+            from assistantd.service.keys import create_key
+
+            created = create_key(db, args.project, args.name)
+            print(f"id:      {created.id}\nproject: {created.project}\nkey:     {created.key}")
+            print("Store the key now: only its hash is kept.", file=sys.stderr)
+        elif args.keys_command == "list":
+            from assistantd.store import keys as key_rows
+
+            for rec in db.write_sync(key_rows.list_all):
+                state = "revoked" if rec.revoked_at else "active"
+                print(f"{rec.id}\t{rec.project_id}\t{state}\t{rec.name}")
+        elif args.keys_command == "revoke":
+            import time
+
+            from assistantd.store import keys as key_rows
+
+            if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, int(time.time()))):
+                print(f"assistantd: no active key with id {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+    finally:
+        asyncio.run(db.close())
+    return 0

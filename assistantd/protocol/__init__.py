@@ -1,0 +1,1 @@
+"""Wire format: pydantic models of request bodies and helpers for response objects. No logic, no HTTP."""

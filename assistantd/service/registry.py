@@ -1,0 +1,22 @@
+"""The set of services the HTTP edge calls; built once by ``app.create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from assistantd.service.assistants import AssistantService
+from assistantd.service.files import FileService
+from assistantd.service.keys import KeyService
+from assistantd.service.messages import MessageService
+from assistantd.service.threads import ThreadService
+from assistantd.store import Database
+
+
+@dataclass(frozen=True)
+class Services:
+    db: Database
+    assistants: AssistantService
+    threads: ThreadService
+    messages: MessageService
+    files: FileService
+    keys: KeyService

@@ -1,0 +1,68 @@
+"""Threads: create (with initial messages), read, modify, delete (with everything in them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assistantd.errors import NotFound
+from assistantd.ids import new_id
+from assistantd.protocol.threads import CreateThread, ModifyThread
+from assistantd.service import messages, resources
+from assistantd.service.common import fetch, fetch_raw, now
+from assistantd.store import Conn, Database
+from assistantd.store import objects as rows
+
+KIND = "thread"
+
+
+class ThreadService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, project: str, req: CreateThread) -> dict[str, Any]:
+        created_at = now()
+        thread_id = new_id("thread")
+        thread = {
+            "id": thread_id,
+            "object": "thread",
+            "created_at": created_at,
+            "tool_resources": resources.render(req.tool_resources),
+            "metadata": dict(req.metadata or {}),
+        }
+        initial = [messages.build(m, thread_id, created_at) for m in req.messages or []]
+
+        def tx(conn: Conn) -> None:
+            resources.check(conn, project, req.tool_resources)
+            for i, m in enumerate(req.messages or []):
+                messages.check_references(conn, project, m, f"messages[{i}]")
+            rows.insert(conn, rows.THREADS, project, thread)
+            for message in initial:  # seq keeps them in the order given
+                messages.insert(conn, project, message)
+
+        await self.db.write(tx)
+        return thread
+
+    async def retrieve_raw(self, project: str, thread_id: str) -> str:
+        return await self.db.read(lambda conn: fetch_raw(conn, rows.THREADS, project, KIND, thread_id))
+
+    async def modify(self, project: str, thread_id: str, req: ModifyThread) -> dict[str, Any]:
+        def tx(conn: Conn) -> dict[str, Any]:
+            thread = fetch(conn, rows.THREADS, project, KIND, thread_id)
+            resources.check(conn, project, req.tool_resources)
+            if "tool_resources" in req.model_fields_set:
+                thread["tool_resources"] = resources.render(req.tool_resources, thread["tool_resources"])
+            if "metadata" in req.model_fields_set:
+                thread["metadata"] = dict(req.metadata or {})
+            rows.replace(conn, rows.THREADS, project, thread)
+            return thread
+
+        return await self.db.write(tx)
+
+    async def delete(self, project: str, thread_id: str) -> dict[str, Any]:
+        def tx(conn: Conn) -> None:
+            if not rows.delete(conn, rows.THREADS, project, thread_id):
+                raise NotFound.object(KIND, thread_id)
+            rows.delete_where(conn, rows.MESSAGES, project, thread_id=thread_id)
+
+        await self.db.write(tx)
+        return {"id": thread_id, "object": "thread.deleted", "deleted": True}

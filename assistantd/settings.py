@@ -1,0 +1,155 @@
+"""Every setting, declared once: name, type, default and help text.
+
+Settings are read once at start-up, from (lowest to highest precedence) the defaults below, an optional
+TOML file (``ASSISTANTD_CONFIG`` or ``--config``), ``ASSISTANTD_*`` environment variables, and command-line
+flags. ``assistantd serve --help`` and the README's settings table are generated from ``SETTINGS`` so the
+docs cannot drift from the code (a test checks the README).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ASSISTANTD_"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "127.0.0.1", "Address to listen on."),
+    Setting("port", int, 8000, "Port to listen on."),
+    Setting("data_dir", str, "./data", "Folder for the SQLite database and uploaded file bytes."),
+    Setting(
+        "database_url",
+        str,
+        "",
+        "Database to use: empty for SQLite in the data dir, sqlite:///path/to.db, or "
+        "postgresql://user:pass@host/db.",
+    ),
+    Setting(
+        "api_keys",
+        str,
+        "",
+        "Comma-separated API keys accepted in addition to keys created with `assistantd keys create`. "
+        "Each entry is KEY or KEY:PROJECT (a bare key belongs to project 'default').",
+    ),
+    Setting(
+        "allow_no_auth",
+        bool,
+        False,
+        "Accept any API key even when listening on a non-loopback address. Without keys configured the "
+        "server accepts any key on loopback only, and refuses to start elsewhere unless this is set.",
+    ),
+    Setting("max_body_bytes", int, 16 * 1024 * 1024, "Largest JSON request body accepted, in bytes."),
+    Setting("max_upload_bytes", int, 512 * 1024 * 1024, "Largest file upload accepted, in bytes."),
+    Setting("db_pool_size", int, 8, "Database connections for reads (and PostgreSQL writes)."),
+    Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
+    Setting("access_log", bool, False, "Log one line per HTTP request."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: str = "./data"
+    database_url: str = ""
+    api_keys: str = ""
+    allow_no_auth: bool = False
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_upload_bytes: int = 512 * 1024 * 1024
+    db_pool_size: int = 8
+    log_level: str = "info"
+    access_log: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_path / 'assistantd.db'}"
+
+    @property
+    def static_keys(self) -> dict[str, str]:
+        """Keys from ASSISTANTD_API_KEYS as {key: project}."""
+        keys: dict[str, str] = {}
+        for entry in self.api_keys.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            key, _, project = entry.partition(":")
+            keys[key.strip()] = project.strip() or "default"
+        return keys
+
+
+def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    if isinstance(raw, setting.type) and not (setting.type is int and isinstance(raw, bool)):
+        return raw
+    text = str(raw).strip()
+    if setting.type is bool:
+        if text.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if text.lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"{source}: expected true or false, got {text!r}")
+    if setting.type is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{source}: expected an integer, got {text!r}") from None
+    return text
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Build Settings from defaults, a TOML file, the environment and explicit overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    extra: dict[str, Any] = {}
+    if config_file:
+        with open(config_file, "rb") as fh:
+            doc = tomllib.load(fh)
+        for key, raw in doc.items():
+            if key in _BY_NAME:
+                values[key] = _coerce(_BY_NAME[key], raw, f"{config_file}: {key}")
+            else:
+                # Sections later issues own (e.g. [upstreams]) ride along untouched.
+                extra[key] = raw
+    for s in SETTINGS:
+        if s.env in environ:
+            values[s.name] = _coerce(s, environ[s.env], s.env)
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(_BY_NAME[key], raw, _BY_NAME[key].flag)
+    known = {f.name for f in fields(Settings)}
+    assert set(_BY_NAME) <= known, "every Setting needs a Settings field"
+    return Settings(**values, extra=extra)

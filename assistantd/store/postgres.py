@@ -1,0 +1,90 @@
+"""PostgreSQL backend: a psycopg connection pool driven from worker threads.
+
+The same synchronous repository functions as SQLite run here, one pooled connection per unit of work,
+so the two backends share all SQL. ``?`` placeholders are rewritten to psycopg's ``%s`` once per
+statement text and cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import ConnectionPool
+
+from assistantd.store.base import Conn, Database, Row, UniqueViolation
+from assistantd.store.schema import migrate
+
+T = TypeVar("T")
+
+# Serializes concurrent migrations from several replicas starting at once.
+_MIGRATION_LOCK_KEY = 0x61737369  # "assi"
+
+
+@functools.lru_cache(maxsize=1024)
+def _translate(sql: str) -> str:
+    # Our SQL never contains a literal '?' or '%' outside placeholders.
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PGConn(Conn):
+    dialect = "postgres"
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self.raw.execute(_translate(sql), params, prepare=False).rowcount
+        except psycopg.errors.UniqueViolation as exc:
+            raise UniqueViolation(str(exc)) from exc
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.raw.execute(_translate(sql), params).fetchall()
+
+
+class PostgresDatabase(Database):
+    dialect = "postgres"
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self._pool = ConnectionPool(
+            url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True}
+        )
+        self._executor = ThreadPoolExecutor(pool_size, thread_name_prefix="pg")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        def locked(conn: Conn) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))
+            migrate(conn)
+
+        self._transaction(locked)
+
+    def _transaction(self, fn: Callable[[Conn], T]) -> T:
+        with self._pool.connection() as raw, raw.transaction():
+            return fn(_PGConn(raw))
+
+    def _read(self, fn: Callable[[Conn], T]) -> T:
+        # REPEATABLE READ gives a multi-statement read one snapshot, as SQLite's WAL readers have.
+        with self._pool.connection() as raw, raw.transaction():
+            raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return fn(_PGConn(raw))
+
+    async def read(self, fn: Callable[[Conn], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._read, fn)
+
+    async def write(self, fn: Callable[[Conn], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, fn)
+
+    def write_sync(self, fn: Callable[[Conn], T]) -> T:
+        return self._transaction(fn)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._pool.close()
