@@ -12,15 +12,18 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
-from assistantd.api import assistants, files, health, threads
+from assistantd.api import assistants, files, health, models, runs, threads
 from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
+from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
+from assistantd.llm.router import ModelRouter
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
 from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
 from assistantd.service.registry import Services
+from assistantd.service.runs import RunService
 from assistantd.service.threads import ThreadService
 from assistantd.settings import Settings
 from assistantd.store import open_database
@@ -34,13 +37,29 @@ SWEEP_SECONDS = 60.0
 def build_services(settings: Settings) -> Services:
     db = open_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     blobs = LocalBlobStore(settings.data_path / "files")
+    router = ModelRouter.from_config(
+        base_url=settings.upstream_base_url,
+        api_key=settings.upstream_api_key,
+        timeout=settings.upstream_timeout,
+        extra=settings.extra,
+    )
+    engine = Engine(
+        db,
+        router,
+        lease_seconds=settings.run_lease_seconds,
+        reap_interval=settings.reap_interval_seconds,
+        context_tokens=settings.context_tokens,
+    )
+    threads = ThreadService(db)
     return Services(
         db=db,
         assistants=AssistantService(db),
-        threads=ThreadService(db),
+        threads=threads,
         messages=MessageService(db),
         files=FileService(db, blobs, max_bytes=settings.max_upload_bytes),
         keys=KeyService(db, settings.static_keys),
+        runs=RunService(db, engine, threads, expiry_seconds=settings.run_expiry_seconds),
+        router=router,
     )
 
 
@@ -62,15 +81,20 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_sweep(services))
+        engine = services.runs.engine
+        await engine.start_background(embedded=services.db.dialect == "sqlite")
         try:
             yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await engine.stop()
+            await services.router.aclose()
             await services.db.close()
 
-    v1 = [*assistants.routes, *threads.routes, *files.routes]
+    # runs before threads: /threads/runs must not be taken for a thread id.
+    v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *models.routes]
     app = Starlette(
         routes=[*health.routes, Mount("/v1", routes=v1)],
         exception_handlers={

@@ -79,6 +79,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every upstream request at INFO; one line per run transition is ours to write.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def is_loopback(host: str) -> bool:

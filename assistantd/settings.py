@@ -62,6 +62,23 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", int, 16 * 1024 * 1024, "Largest JSON request body accepted, in bytes."),
     Setting("max_upload_bytes", int, 512 * 1024 * 1024, "Largest file upload accepted, in bytes."),
     Setting("db_pool_size", int, 8, "Database connections for reads (and PostgreSQL writes)."),
+    Setting(
+        "upstream_base_url",
+        str,
+        "",
+        "An OpenAI-compatible Chat Completions endpoint (e.g. http://localhost:11434/v1) that serves every "
+        "model. More upstreams, model patterns and aliases go in the config file.",
+    ),
+    Setting("upstream_api_key", str, "", "The key sent to the upstream endpoint (never logged)."),
+    Setting("upstream_timeout", float, 600.0, "Seconds a model call may take before the run fails."),
+    Setting("run_expiry_seconds", int, 600, "A run still waiting for tool outputs this long after "
+            "creation becomes expired."),
+    Setting("run_lease_seconds", float, 30.0, "How long a server's claim on a run lasts without renewal; "
+            "a run whose server died is ended this long after its last renewal."),
+    Setting("reap_interval_seconds", float, 5.0, "How often each server looks for expired runs and runs "
+            "whose server died."),
+    Setting("context_tokens", int, 128_000, "The context window assumed for truncation_strategy auto, "
+            "in tokens."),
     Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
     Setting("access_log", bool, False, "Log one line per HTTP request."),
 )
@@ -80,6 +97,13 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 512 * 1024 * 1024
     db_pool_size: int = 8
+    upstream_base_url: str = ""
+    upstream_api_key: str = ""
+    upstream_timeout: float = 600.0
+    run_expiry_seconds: int = 600
+    run_lease_seconds: float = 30.0
+    reap_interval_seconds: float = 5.0
+    context_tokens: int = 128_000
     log_level: str = "info"
     access_log: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -122,6 +146,13 @@ def _coerce(setting: Setting, raw: Any, source: str) -> Any:
             return int(text)
         except ValueError:
             raise ValueError(f"{source}: expected an integer, got {text!r}") from None
+    if setting.type is float:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return float(raw)
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{source}: expected a number, got {text!r}") from None
     return text
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from assistantd.errors import NotFound
+from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.common import dump
 from assistantd.protocol.threads import CreateMessage, ImageFilePart, ImageUrlPart, ModifyMessage, TextPart
 from assistantd.service.common import fetch, fetch_raw, now, page_or_400, require_file
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
+from assistantd.store import runs as run_rows
 from assistantd.store.objects import Page, PageQuery
 
 KIND = "message"
@@ -100,6 +101,9 @@ class MessageService:
         def tx(conn: Conn) -> None:
             if not rows.exists(conn, rows.THREADS, project, thread_id):
                 raise NotFound.object("thread", thread_id)
+            active = run_rows.active_run_id(conn, thread_id)
+            if active is not None:
+                raise InvalidRequest(f"Can't add messages to {thread_id} while a run {active} is active.")
             check_references(conn, project, req)
             insert(conn, project, message)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from assistantd.llm.router import ModelRouter
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
 from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
+from assistantd.service.runs import RunService
 from assistantd.service.threads import ThreadService
 from assistantd.store import Database
 
@@ -20,3 +22,5 @@ class Services:
     messages: MessageService
     files: FileService
     keys: KeyService
+    runs: RunService
+    router: ModelRouter

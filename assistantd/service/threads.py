@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from assistantd.errors import NotFound
+from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.threads import CreateThread, ModifyThread
 from assistantd.service import messages, resources
 from assistantd.service.common import fetch, fetch_raw, now
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
+from assistantd.store import runs as run_rows
 
 KIND = "thread"
 
@@ -60,9 +61,14 @@ class ThreadService:
 
     async def delete(self, project: str, thread_id: str) -> dict[str, Any]:
         def tx(conn: Conn) -> None:
-            if not rows.delete(conn, rows.THREADS, project, thread_id):
+            if not rows.exists(conn, rows.THREADS, project, thread_id):
                 raise NotFound.object(KIND, thread_id)
+            active = run_rows.active_run_id(conn, thread_id)
+            if active is not None:
+                raise InvalidRequest(f"Can't delete {thread_id} while a run {active} is active; cancel it first.")
+            rows.delete(conn, rows.THREADS, project, thread_id)
             rows.delete_where(conn, rows.MESSAGES, project, thread_id=thread_id)
+            run_rows.delete_for_thread(conn, project, thread_id)
 
         await self.db.write(tx)
         return {"id": thread_id, "object": "thread.deleted", "deleted": True}

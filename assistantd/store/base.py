@@ -69,7 +69,11 @@ def open_database(url: str, *, pool_size: int = 8) -> Database:
         path = url.removeprefix("sqlite:").removeprefix("//")
         return SQLiteDatabase(path, readers=pool_size)
     if url.startswith(("postgresql:", "postgres:")):
-        from assistantd.store.postgres import PostgresDatabase
-
+        try:
+            from assistantd.store.postgres import PostgresDatabase
+        except ImportError as exc:
+            raise ValueError(
+                "PostgreSQL support is not installed: pip install 'assistantd[postgres]'"
+            ) from exc
         return PostgresDatabase(url, pool_size=pool_size)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://...")

@@ -25,6 +25,8 @@ ASSISTANTS = Table("assistants")
 THREADS = Table("threads")
 MESSAGES = Table("messages", ("thread_id", "run_id"))
 FILES = Table("files", ("purpose", "expires_at"))
+RUNS = Table("runs", ("thread_id", "status", "expires_at", "lease_owner", "lease_until", "state"))
+STEPS = Table("run_steps", ("thread_id", "run_id"))
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,44 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        2,
+        "runs and run steps; one active run per thread",
+        [
+            """CREATE TABLE runs (
+                seq {SEQ},
+                id TEXT NOT NULL UNIQUE,
+                project_id TEXT NOT NULL,
+                thread_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT,
+                lease_owner TEXT,
+                lease_until DOUBLE PRECISION,
+                state TEXT NOT NULL,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX runs_thread ON runs (thread_id, seq)",
+            "CREATE INDEX runs_status ON runs (status)",
+            # The thread lock: at most one run per thread in an active status. Two racing creates
+            # cannot both insert; the loser gets a unique violation and the API's 400.
+            """CREATE UNIQUE INDEX runs_one_active ON runs (thread_id)
+                WHERE status IN ('queued', 'in_progress', 'requires_action', 'cancelling')""",
+            """CREATE TABLE run_steps (
+                seq {SEQ},
+                id TEXT NOT NULL UNIQUE,
+                project_id TEXT NOT NULL,
+                thread_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX run_steps_run ON run_steps (run_id, seq)",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

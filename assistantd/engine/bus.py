@@ -1,0 +1,63 @@
+"""Per-run fan-out of stream events to the SSE responses that follow the run in this process.
+
+A subscriber registers before the run starts, so it cannot miss the first event. A subscriber that
+goes away (client disconnected) just stops reading; the run never waits for anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+Event = tuple[str, Any]  # (event name, JSON-able data)
+_END = ("", None)
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, run_id: str) -> None:
+        self._bus = bus
+        self.run_id = run_id
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        try:
+            while True:
+                event = await self.queue.get()
+                if event is _END:
+                    return
+                yield event
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._bus._unsubscribe(self)
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subs: dict[str, list[Subscription]] = {}
+
+    def subscribe(self, run_id: str) -> Subscription:
+        sub = Subscription(self, run_id)
+        self._subs.setdefault(run_id, []).append(sub)
+        return sub
+
+    def publish(self, run_id: str, name: str, data: Any) -> None:
+        for sub in self._subs.get(run_id, ()):
+            sub.queue.put_nowait((name, data))
+
+    def end(self, run_id: str) -> None:
+        """The stream of this run's current execution is over (terminal state or requires_action)."""
+        for sub in self._subs.pop(run_id, ()):
+            sub.queue.put_nowait(_END)
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.run_id)
+        if subs and sub in subs:
+            subs.remove(sub)
+            if not subs:
+                del self._subs[sub.run_id]

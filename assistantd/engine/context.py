@@ -1,0 +1,116 @@
+"""What the model sees: instructions, the thread's messages, and this run's own steps so far.
+
+Token counts here are estimates (about four characters a token, plus a little per message): no
+tokenizer ships with every model, and the estimate only decides what to drop when truncating. Budgets
+are enforced on the upstream's own reported counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PER_MESSAGE = 4
+
+
+def estimate_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+def message_tokens(message: dict[str, Any]) -> int:
+    content = message.get("content")
+    total = _PER_MESSAGE
+    if isinstance(content, str):
+        total += estimate_tokens(content)
+    elif isinstance(content, list):
+        for part in content:
+            if part.get("type") == "text":
+                total += estimate_tokens(part.get("text", ""))
+            else:
+                total += 85  # an image at low detail
+    for call in message.get("tool_calls") or []:
+        total += estimate_tokens(call["function"]["name"]) + estimate_tokens(call["function"]["arguments"])
+    return total
+
+
+def _chat_content(message: dict[str, Any]) -> str | list[dict[str, Any]]:
+    """A stored message's content blocks as Chat Completions content."""
+    parts: list[dict[str, Any]] = []
+    for block in message.get("content", []):
+        kind = block.get("type")
+        if kind == "text":
+            parts.append({"type": "text", "text": block["text"]["value"]})
+        elif kind == "image_url":
+            parts.append(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": block["image_url"]["url"], "detail": block["image_url"].get("detail", "auto")},
+                }
+            )
+        elif kind == "image_file":
+            parts.append({"type": "text", "text": f"[image file {block['image_file']['file_id']}]"})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": block.get("refusal", "")})
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def thread_history(messages: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    """The thread's messages as chat messages, leaving out those this run wrote (its steps add them)."""
+    return [{"role": m["role"], "content": _chat_content(m)} for m in messages if m.get("run_id") != run_id]
+
+
+def run_turns(steps: list[dict[str, Any]], messages_by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's completed work so far, as the assistant and tool turns that produced it."""
+    turns: list[dict[str, Any]] = []
+    for step in steps:
+        details = step["step_details"]
+        if details["type"] == "message_creation":
+            message = messages_by_id.get(details["message_creation"]["message_id"])
+            if message is not None:
+                turns.append({"role": "assistant", "content": _chat_content(message)})
+            continue
+        calls = [c for c in details["tool_calls"] if c["type"] == "function"]
+        if not calls:
+            continue
+        turns.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]},
+                    }
+                    for c in calls
+                ],
+            }
+        )
+        for c in calls:
+            turns.append({"role": "tool", "tool_call_id": c["id"], "content": c["function"]["output"] or ""})
+    return turns
+
+
+def truncate(
+    history: list[dict[str, Any]], strategy: dict[str, Any] | None, budget: int | None
+) -> list[dict[str, Any]]:
+    """Apply ``truncation_strategy`` to the thread history, then drop the oldest to fit ``budget``.
+
+    The newest message is always kept: a run with nothing to answer is worse than one over budget,
+    which the upstream's count then reports.
+    """
+    if strategy and strategy.get("type") == "last_messages" and strategy.get("last_messages"):
+        history = history[-int(strategy["last_messages"]) :]
+    if budget is None:
+        return history
+    kept: list[dict[str, Any]] = []
+    used = 0
+    for message in reversed(history):
+        cost = message_tokens(message)
+        if kept and used + cost > budget:
+            break
+        kept.append(message)
+        used += cost
+    kept.reverse()
+    return kept

@@ -1,0 +1,155 @@
+"""Runs and their steps. The ``runs`` table is also the job queue: a run's status is its job state,
+and ``lease_owner``/``lease_until`` say which server is executing it and until when it is trusted to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from assistantd.store import objects as rows
+from assistantd.store.base import Conn
+
+ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
+EXECUTING = ("queued", "in_progress", "cancelling")  # statuses a server must hold a lease for
+_ACTIVE_SQL = "('queued', 'in_progress', 'requires_action', 'cancelling')"
+_EXECUTING_SQL = "('queued', 'in_progress', 'cancelling')"
+
+
+@dataclass
+class RunRecord:
+    project: str
+    run: dict[str, Any]
+    state: dict[str, Any]
+
+
+def active_run_id(conn: Conn, thread_id: str) -> str | None:
+    return conn.fetchval(f"SELECT id FROM runs WHERE thread_id = ? AND status IN {_ACTIVE_SQL}", (thread_id,))
+
+
+def insert(
+    conn: Conn,
+    project: str,
+    run: dict[str, Any],
+    state: dict[str, Any],
+    *,
+    lease_owner: str | None,
+    lease_until: float | None,
+) -> None:
+    rows.insert(
+        conn,
+        rows.RUNS,
+        project,
+        run,
+        thread_id=run["thread_id"],
+        status=run["status"],
+        expires_at=run["expires_at"],
+        lease_owner=lease_owner,
+        lease_until=lease_until,
+        state=rows.dumps(state),
+    )
+
+
+def load(conn: Conn, project: str, run_id: str, thread_id: str | None = None) -> RunRecord | None:
+    where = "id = ? AND project_id = ?"
+    params: list[Any] = [run_id, project]
+    if thread_id is not None:
+        where += " AND thread_id = ?"
+        params.append(thread_id)
+    row = conn.fetchone(f"SELECT data, state FROM runs WHERE {where}", params)
+    if row is None:
+        return None
+    return RunRecord(project, orjson.loads(row[0]), orjson.loads(row[1]))
+
+
+def save(
+    conn: Conn, project: str, run: dict[str, Any], state: dict[str, Any] | None = None, *, release: bool = False
+) -> None:
+    """Write the run back. ``release`` drops the lease (the run waits on the client or has ended)."""
+    sets = ["data = ?", "status = ?", "expires_at = ?"]
+    params: list[Any] = [rows.dumps(run), run["status"], run["expires_at"]]
+    if state is not None:
+        sets.append("state = ?")
+        params.append(rows.dumps(state))
+    if release:
+        sets.append("lease_owner = NULL, lease_until = NULL")
+    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND project_id = ?", [*params, run["id"], project])
+
+
+def claim(conn: Conn, run_id: str, owner: str, until: float) -> None:
+    conn.execute("UPDATE runs SET lease_owner = ?, lease_until = ? WHERE id = ?", (owner, until, run_id))
+
+
+def renew(conn: Conn, run_ids: list[str], owner: str, until: float) -> None:
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        conn.execute(
+            f"UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND id IN ({marks})", [until, owner, *chunk]
+        )
+
+
+def statuses(conn: Conn, run_ids: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        out.update(dict(conn.fetchall(f"SELECT id, status FROM runs WHERE id IN ({marks})", chunk)))
+    return out
+
+
+def orphans(conn: Conn, now: float, *, not_owner: str | None = None) -> list[RunRecord]:
+    """Executing runs whose lease lapsed (or, with ``not_owner``, that another process owned)."""
+    if not_owner is not None:
+        sql = (
+            f"SELECT project_id, data, state FROM runs WHERE status IN {_EXECUTING_SQL} "
+            "AND (lease_owner IS NULL OR lease_owner <> ?)"
+        )
+        params: tuple[Any, ...] = (not_owner,)
+    else:
+        sql = (
+            f"SELECT project_id, data, state FROM runs WHERE status IN {_EXECUTING_SQL} "
+            "AND (lease_until IS NULL OR lease_until < ?)"
+        )
+        params = (now,)
+    return [RunRecord(r[0], orjson.loads(r[1]), orjson.loads(r[2])) for r in conn.fetchall(sql, params)]
+
+
+def overdue(conn: Conn, now: int) -> list[RunRecord]:
+    """Runs waiting on the client past their ``expires_at``."""
+    rows_ = conn.fetchall(
+        "SELECT project_id, data, state FROM runs WHERE status = 'requires_action' AND expires_at <= ?", (now,)
+    )
+    return [RunRecord(r[0], orjson.loads(r[1]), orjson.loads(r[2])) for r in rows_]
+
+
+def steps_of(conn: Conn, project: str, run_id: str) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(r[0])
+        for r in conn.fetchall(
+            "SELECT data FROM run_steps WHERE run_id = ? AND project_id = ? ORDER BY seq", (run_id, project)
+        )
+    ]
+
+
+def insert_step(conn: Conn, project: str, step: dict[str, Any]) -> None:
+    rows.insert(conn, rows.STEPS, project, step, thread_id=step["thread_id"], run_id=step["run_id"])
+
+
+def save_step(conn: Conn, project: str, step: dict[str, Any]) -> None:
+    rows.replace(conn, rows.STEPS, project, step)
+
+
+def thread_messages(conn: Conn, project: str, thread_id: str) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(r[0])
+        for r in conn.fetchall(
+            "SELECT data FROM messages WHERE thread_id = ? AND project_id = ? ORDER BY seq", (thread_id, project)
+        )
+    ]
+
+
+def delete_for_thread(conn: Conn, project: str, thread_id: str) -> None:
+    rows.delete_where(conn, rows.STEPS, project, thread_id=thread_id)
+    rows.delete_where(conn, rows.RUNS, project, thread_id=thread_id)
