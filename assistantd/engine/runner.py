@@ -77,6 +77,7 @@ class RunJob:
         self.tool_step: dict[str, Any] | None = None
         self.cancel_requested = False
         self.shutting_down = False
+        self.started = False  # a task cancelled before its first step never runs its own handlers
 
     # --- events -----------------------------------------------------------------------------
 
@@ -87,6 +88,7 @@ class RunJob:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def execute(self, *, announce: bool, resumed_step: dict[str, Any] | None) -> None:
+        self.started = True
         try:
             record = await self.db.read(lambda c: run_rows.load(c, self.project, self.run_id))
             if record is None:
@@ -101,7 +103,11 @@ class RunJob:
                 raise _Stop("cancelled")
             self.run["status"] = "in_progress"
             self.run["started_at"] = self.run["started_at"] or now()
-            await self.db.write(lambda c: run_rows.save(c, self.project, self.run, self.state))
+            started = await self.db.write(
+                lambda c: run_rows.save(c, self.project, self.run, self.state, expect="queued")
+            )
+            if not started:
+                raise _Stop("cancelled")  # a cancel landed between our read and this write
             self.emit("thread.run.in_progress", self.run)
             await self._loop()
         except _Stop as stop:
@@ -139,9 +145,7 @@ class RunJob:
     async def _end(
         self, status: str, *, last_error: dict[str, str] | None = None, incomplete_reason: str | None = None
     ) -> None:
-        if not self.run:
-            return
-        if status == "cancelled":
+        if status == "cancelled" and self.run:
             self.run["status"] = "cancelling"
             self.emit("thread.run.cancelling", self.run)
         pending = self.message
@@ -252,7 +256,10 @@ class RunJob:
         tools = [{"type": "function", "function": t["function"]} for t in self.run["tools"] if t["type"] == "function"]
         choice = self.run.get("tool_choice") or "auto"
         if isinstance(choice, dict):
-            choice = {"type": "function", "function": {"name": (choice.get("function") or {}).get("name", "")}}
+            if choice.get("type") == "function":
+                choice = {"type": "function", "function": {"name": (choice.get("function") or {}).get("name", "")}}
+            else:
+                choice = "required"  # a named server-side tool: the model must call a tool
         max_tokens = None
         if self.run.get("max_completion_tokens"):
             max_tokens = self.run["max_completion_tokens"] - usage.get("completion_tokens", 0)
@@ -412,9 +419,14 @@ class RunJob:
         def tx(conn: Conn) -> None:
             run_rows.save_step(conn, self.project, step)
             # Persisted before the event goes out: a client may submit outputs the moment it sees it.
-            run_rows.save(conn, self.project, self.run, self.state, release=True)
+            if not run_rows.save(conn, self.project, self.run, self.state, release=True, expect="in_progress"):
+                raise _Stop("cancelled")  # rolls the step back too; the cancel wins
 
-        await self.db.write(tx)
+        try:
+            await self.db.write(tx)
+        except _Stop:
+            self.tool_step = step  # still open: it is closed as cancelled with the run
+            raise
         self.emit("thread.run.requires_action", self.run)
         return False
 

@@ -86,7 +86,9 @@ class Engine:
         job, task = entry
         if not job.cancel_requested:
             job.cancel_requested = True
-            task.cancel()
+            # Not started yet: it will read the run's `cancelling` status itself when it starts.
+            if job.started:
+                task.cancel()
         return True
 
     async def start_background(self, *, embedded: bool) -> None:

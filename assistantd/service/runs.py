@@ -31,6 +31,10 @@ from assistantd.store.objects import Page, PageQuery
 KIND = "run"
 
 
+class _Moved(Exception):
+    """The run's status changed between reading and writing it."""
+
+
 def _locked(thread_id: str, run_id: str | None) -> InvalidRequest:
     return InvalidRequest(f"Thread {thread_id} already has an active run {run_id}.")
 
@@ -195,10 +199,18 @@ class RunService:
             if status not in ("queued", "in_progress"):
                 raise InvalidRequest(f"Cannot cancel run with status '{status}'.")
             record.run["status"] = "cancelling"
-            run_rows.save(conn, project, record.run)
+            if not run_rows.save(conn, project, record.run, expect=status):
+                raise _Moved()
             return record.run
 
-        run = await self.db.write(tx)
+        for _attempt in range(5):
+            try:
+                run = await self.db.write(tx)
+                break
+            except _Moved:
+                continue  # the executing server moved the run on meanwhile: decide again
+        else:
+            raise InvalidRequest(f"Run {run_id} is changing state too quickly to cancel; try again.")
         if run["status"] == "cancelling":
             self.engine.cancel_local(run_id)  # elsewhere, the executing server sees it in the database
         return run

@@ -64,9 +64,19 @@ def load(conn: Conn, project: str, run_id: str, thread_id: str | None = None) ->
 
 
 def save(
-    conn: Conn, project: str, run: dict[str, Any], state: dict[str, Any] | None = None, *, release: bool = False
-) -> None:
-    """Write the run back. ``release`` drops the lease (the run waits on the client or has ended)."""
+    conn: Conn,
+    project: str,
+    run: dict[str, Any],
+    state: dict[str, Any] | None = None,
+    *,
+    release: bool = False,
+    expect: str | None = None,
+) -> bool:
+    """Write the run back; False if ``expect`` is given and the stored status is no longer it.
+
+    ``release`` drops the lease (the run waits on the client or has ended). ``expect`` makes the write
+    conditional, so a status another server wrote meanwhile (a cancel) is never overwritten.
+    """
     sets = ["data = ?", "status = ?", "expires_at = ?"]
     params: list[Any] = [rows.dumps(run), run["status"], run["expires_at"]]
     if state is not None:
@@ -74,7 +84,12 @@ def save(
         params.append(rows.dumps(state))
     if release:
         sets.append("lease_owner = NULL, lease_until = NULL")
-    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ? AND project_id = ?", [*params, run["id"], project])
+    where = "id = ? AND project_id = ?"
+    params += [run["id"], project]
+    if expect is not None:
+        where += " AND status = ?"
+        params.append(expect)
+    return conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params) > 0
 
 
 def claim(conn: Conn, run_id: str, owner: str, until: float) -> None:

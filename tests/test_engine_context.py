@@ -1,0 +1,51 @@
+"""What the model is sent: history, this run's own turns, truncation."""
+
+from __future__ import annotations
+
+from assistantd.engine import context
+
+
+def _msg(i: int, role: str = "user", run_id: str | None = None) -> dict:
+    return {"id": f"msg_{i}", "role": role, "run_id": run_id,
+            "content": [{"type": "text", "text": {"value": f"message {i} " + "x" * 40, "annotations": []}}]}
+
+
+def test_history_leaves_out_the_runs_own_messages() -> None:
+    history = context.thread_history([_msg(1), _msg(2, "assistant", "run_a"), _msg(3, "assistant", "run_b")], "run_a")
+    assert [h["content"][:9] for h in history] == ["message 1", "message 3"]
+
+
+def test_last_messages_keeps_the_newest() -> None:
+    history = context.thread_history([_msg(i) for i in range(10)], "run_x")
+    kept = context.truncate(history, {"type": "last_messages", "last_messages": 3}, None)
+    assert [k["content"][:9] for k in kept] == ["message 7", "message 8", "message 9"]
+
+
+def test_auto_drops_oldest_to_fit_the_budget_but_keeps_the_newest() -> None:
+    history = context.thread_history([_msg(i) for i in range(10)], "run_x")
+    per = context.message_tokens(history[0])
+    kept = context.truncate(history, {"type": "auto"}, per * 4)
+    assert [k["content"][:9] for k in kept] == ["message 6", "message 7", "message 8", "message 9"]
+    assert len(context.truncate(history, {"type": "auto"}, 1)) == 1  # never nothing
+
+
+def test_run_turns_replay_tool_calls_with_their_outputs() -> None:
+    steps = [
+        {"step_details": {"type": "tool_calls", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}", "output": "42"}}]}},
+        {"step_details": {"type": "message_creation", "message_creation": {"message_id": "msg_9"}}},
+    ]
+    turns = context.run_turns(steps, {"msg_9": _msg(9, "assistant", "run_x")})
+    assert turns[0]["tool_calls"][0]["id"] == "call_1"
+    assert turns[1] == {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    assert turns[2]["role"] == "assistant" and turns[2]["content"].startswith("message 9")
+
+
+def test_image_url_parts_stay_parts() -> None:
+    message = {"role": "user", "run_id": None, "content": [
+        {"type": "text", "text": {"value": "what is this?", "annotations": []}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png", "detail": "low"}},
+    ]}
+    (chat,) = context.thread_history([message], "run_x")
+    assert chat["content"][1] == {"type": "image_url", "image_url": {"url": "https://example.com/cat.png",
+                                                                     "detail": "low"}}
