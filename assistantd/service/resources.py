@@ -46,10 +46,10 @@ def check(conn: Conn, project: str, resources: ToolResources | None, param: str 
         )
 
 
-def render(resources: ToolResources | None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def render(resources: ToolResources | None) -> dict[str, Any]:
     """The response shape: ``{}`` when nothing is set, else only the tools that have resources."""
     if resources is None:
-        return dict(previous or {})
+        return {}
     out: dict[str, Any] = {}
     if resources.code_interpreter is not None:
         out["code_interpreter"] = {"file_ids": list(resources.code_interpreter.file_ids or [])}

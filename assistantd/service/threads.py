@@ -51,7 +51,7 @@ class ThreadService:
             thread = fetch(conn, rows.THREADS, project, KIND, thread_id)
             resources.check(conn, project, req.tool_resources)
             if "tool_resources" in req.model_fields_set:
-                thread["tool_resources"] = resources.render(req.tool_resources, thread["tool_resources"])
+                thread["tool_resources"] = resources.render(req.tool_resources)  # null clears, as on assistants
             if "metadata" in req.model_fields_set:
                 thread["metadata"] = dict(req.metadata or {})
             rows.replace(conn, rows.THREADS, project, thread)
