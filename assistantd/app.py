@@ -12,22 +12,29 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
-from assistantd.api import assistants, files, health, models, runs, threads
+from assistantd.api import assistants, files, health, models, runs, threads, vector_stores
 from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
+from assistantd.api.routing import IndexedRouter
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
 from assistantd.llm.router import ModelRouter
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
+from assistantd.service.ingestion import Ingestor
 from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
 from assistantd.service.registry import Services
 from assistantd.service.runs import RunService
 from assistantd.service.threads import ThreadService
+from assistantd.service.vector_stores import VectorStoreService
 from assistantd.settings import Settings
 from assistantd.store import open_database
 from assistantd.store.blobs import LocalBlobStore
+from assistantd.tools.code_interpreter import CodeInterpreter, sandbox_config_from_settings
+from assistantd.tools.code_interpreter.tool import CodeInterpreterTool
+from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer
+from assistantd.tools.file_search.tool import FileSearchTool
 
 log = logging.getLogger("assistantd")
 
@@ -43,23 +50,43 @@ def build_services(settings: Settings) -> Services:
         timeout=settings.upstream_timeout,
         extra=settings.extra,
     )
+    embedder, search_mode = build_embedder(
+        base_url=settings.embedding_base_url,
+        model=settings.embedding_model,
+        api_key=settings.embedding_api_key,
+        local=settings.local_embeddings,
+    )
+    ingestor = Ingestor(db, blobs, tokenizer=chunk_tokenizer(), embedder=embedder, workers=settings.ingest_workers)
+    vector_stores = VectorStoreService(db, ingestor, embedder=embedder, mode=search_mode)
+    threads = ThreadService(db, attach=vector_stores.ensure_thread_store)
+    interpreter = CodeInterpreter(sandbox_config_from_settings(settings))
+    tools = {
+        "code_interpreter": CodeInterpreterTool(
+            interpreter, db, blobs, max_file_bytes=settings.code_interpreter_max_file_mb * 1024 * 1024
+        ),
+        "file_search": FileSearchTool(
+            vector_stores.search, lambda project, ids: vector_stores.wait_ready(project, ids)
+        ),
+    }
     engine = Engine(
         db,
         router,
         lease_seconds=settings.run_lease_seconds,
         reap_interval=settings.reap_interval_seconds,
         context_tokens=settings.context_tokens,
+        tools=tools,
     )
-    threads = ThreadService(db)
     return Services(
         db=db,
         assistants=AssistantService(db),
         threads=threads,
-        messages=MessageService(db),
+        messages=MessageService(db, attach=vector_stores.ensure_thread_store),
         files=FileService(db, blobs, max_bytes=settings.max_upload_bytes),
         keys=KeyService(db, settings.static_keys),
         runs=RunService(db, engine, threads, expiry_seconds=settings.run_expiry_seconds),
         router=router,
+        vector_stores=vector_stores,
+        code_interpreter=interpreter,
     )
 
 
@@ -70,6 +97,7 @@ async def _sweep(services: Services) -> None:
             removed = await services.files.delete_expired()
             if removed:
                 log.info("expired files removed count=%d", removed)
+            await services.vector_stores.expire_due()
         except Exception:
             log.exception("expiry sweep failed; will retry")
         await asyncio.sleep(SWEEP_SECONDS)
@@ -83,20 +111,26 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         sweeper = asyncio.create_task(_sweep(services))
         engine = services.runs.engine
         await engine.start_background(embedded=services.db.dialect == "sqlite")
+        await services.vector_stores.start()
+        if settings.code_interpreter_pool_size > 0:
+            # Sandboxes are started ahead of need; with no pool the tool starts the interpreter on first use.
+            await services.code_interpreter.start()
         try:
             yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await services.vector_stores.stop()
             await engine.stop()
+            await services.code_interpreter.stop()
             await services.router.aclose()
             await services.db.close()
 
     # runs before threads: /threads/runs must not be taken for a thread id.
-    v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *models.routes]
+    v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *vector_stores.routes, *models.routes]
     app = Starlette(
-        routes=[*health.routes, Mount("/v1", routes=v1)],
+        routes=[*health.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
         exception_handlers={
             APIError: api_error,
             HTTPException: http_error,

@@ -24,6 +24,7 @@ class Setting:
     type: type
     default: Any
     help: str
+    choices: tuple[str, ...] = ()  # for str settings: the accepted values (compared case-insensitively)
 
     @property
     def env(self) -> str:
@@ -79,8 +80,37 @@ SETTINGS: tuple[Setting, ...] = (
             "whose server died."),
     Setting("context_tokens", int, 128_000, "The context window assumed for truncation_strategy auto, "
             "in tokens."),
-    Setting("log_level", str, "info", "Log level: debug, info, warning or error."),
+    Setting(
+        "log_level", str, "info", "Log level: debug, info, warning or error.", ("debug", "info", "warning", "error")
+    ),
     Setting("access_log", bool, False, "Log one line per HTTP request."),
+    Setting("code_interpreter_pool_size", int, 2, "Code interpreter sandboxes kept started ahead of need, so "
+            "a thread's first execution does not wait for a kernel (0: start on demand)."),
+    Setting("code_interpreter_idle_seconds", int, 3600, "A code interpreter session (one per thread) unused this "
+            "long is closed; its variables and files are gone."),
+    Setting("code_interpreter_timeout", float, 60.0, "Wall-clock seconds one code execution may take before it "
+            "is stopped; the session then restarts fresh (files kept)."),
+    Setting("code_interpreter_cpu_seconds", int, 60, "CPU seconds one code execution may use."),
+    Setting("code_interpreter_memory_mb", int, 1024, "Memory limit of each code interpreter sandbox, in MB."),
+    Setting("code_interpreter_max_processes", int, 128, "Processes and threads each code interpreter sandbox "
+            "may run at once."),
+    Setting("code_interpreter_max_file_mb", int, 256, "Largest file code may write, in MB."),
+    Setting("code_interpreter_max_output_bytes", int, 32768, "Output (logs) kept per code execution; the rest is "
+            "dropped with a note."),
+    Setting("code_interpreter_max_sessions", int, 64, "Live code interpreter sessions; past this the least "
+            "recently used idle one is closed."),
+    Setting("code_interpreter_python", str, "", "The Python the code interpreter runs (needs ipykernel and the "
+            "data-science packages); empty for the server's own."),
+    Setting("code_interpreter_allow_unsandboxed", bool, False, "DANGEROUS: where no sandbox is available "
+            "(no bubblewrap, not root), run model-written code without isolation instead of failing."),
+    Setting("embedding_base_url", str, "", "An OpenAI-compatible /embeddings endpoint (e.g. http://localhost:11434/v1) "
+            "for file search; empty for the local model."),
+    Setting("embedding_model", str, "text-embedding-3-small", "The model asked for at the embedding endpoint."),
+    Setting("embedding_api_key", str, "", "The key sent to the embedding endpoint (never logged)."),
+    Setting("local_embeddings", bool, True, "Embed with the bundled all-MiniLM-L6-v2 (no network) when no endpoint "
+            "is set; off: file search on keywords alone."),
+    Setting("ingest_workers", int, 1, "Files processed for vector stores at once (each takes about one CPU core); "
+            "0: this server processes none (another replica does)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -106,6 +136,22 @@ class Settings:
     context_tokens: int = 128_000
     log_level: str = "info"
     access_log: bool = False
+    code_interpreter_pool_size: int = 2
+    code_interpreter_idle_seconds: int = 3600
+    code_interpreter_timeout: float = 60.0
+    code_interpreter_cpu_seconds: int = 60
+    code_interpreter_memory_mb: int = 1024
+    code_interpreter_max_processes: int = 128
+    code_interpreter_max_file_mb: int = 256
+    code_interpreter_max_output_bytes: int = 32768
+    code_interpreter_max_sessions: int = 64
+    code_interpreter_python: str = ""
+    code_interpreter_allow_unsandboxed: bool = False
+    embedding_base_url: str = ""
+    embedding_model: str = "text-embedding-3-small"
+    embedding_api_key: str = ""
+    local_embeddings: bool = True
+    ingest_workers: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -132,6 +178,11 @@ class Settings:
 
 
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    if setting.choices:
+        choice = str(raw).strip().lower()
+        if choice not in setting.choices:
+            raise ValueError(f"{source}: expected one of {', '.join(setting.choices)}, got {str(raw).strip()!r}")
+        return choice
     if isinstance(raw, setting.type) and not (setting.type is int and isinstance(raw, bool)):
         return raw
     text = str(raw).strip()

@@ -184,7 +184,9 @@ def _api_factory(stack: contextlib.ExitStack, backend: str, database_url: str, d
         extend: Callable[[Starlette], None] | None = None,
         **overrides: Any,
     ) -> Api:
-        values = {"data_dir": str(data_dir), "database_url": database_url, **overrides}
+        # No pre-started sandboxes: hundreds of apps come and go here; the tool starts one when used.
+        values = {"data_dir": str(data_dir), "database_url": database_url, "code_interpreter_pool_size": 0,
+                  **overrides}
         settings = load_settings(overrides=values, environ={})
         app = create_app(settings)
         if extend is not None:

@@ -88,7 +88,13 @@ def test_create_thread_with_messages_resources_and_metadata(client: TestClient, 
         metadata={"user": "u1"},
     )
     conforms(thread, "ThreadObject")
-    assert thread["tool_resources"] == {"code_interpreter": {"file_ids": [doc]}}
+    # The file attached for file_search went into a vector store of the thread's own.
+    (store_id,) = thread["tool_resources"]["file_search"]["vector_store_ids"]
+    assert store_id.startswith("vs_")
+    assert thread["tool_resources"] == {
+        "code_interpreter": {"file_ids": [doc]},
+        "file_search": {"vector_store_ids": [store_id]},
+    }
     assert thread["metadata"] == {"user": "u1"}
     assert client.get(f"/v1/threads/{thread['id']}").json() == thread
 

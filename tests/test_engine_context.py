@@ -49,3 +49,14 @@ def test_image_url_parts_stay_parts() -> None:
     (chat,) = context.thread_history([message], "run_x")
     assert chat["content"][1] == {"type": "image_url", "image_url": {"url": "https://example.com/cat.png",
                                                                      "detail": "low"}}
+
+
+def test_text_then_tool_calls_of_one_turn_go_back_as_one_assistant_message() -> None:
+    steps = [
+        {"step_details": {"type": "message_creation", "message_creation": {"message_id": "msg_1"}}},
+        {"step_details": {"type": "tool_calls", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}", "output": "ok"}}]}},
+    ]
+    turns = context.run_turns(steps, {"msg_1": _msg(1, "assistant", "run_x")})
+    assert [t["role"] for t in turns] == ["assistant", "tool"]
+    assert turns[0]["content"].startswith("message 1") and turns[0]["tool_calls"][0]["id"] == "call_1"

@@ -114,3 +114,28 @@ def test_complete_assembles_the_stream(upstream: str) -> None:
     result = asyncio.run(go())
     assert result.text == "one two"
     assert result.tool_calls[0]["name"] == "f" and result.finish_reason == "tool_calls"
+
+
+def _collect_with_timeout(url: str, model_name: str, timeout: float) -> list:
+    async def go() -> list:
+        model = OpenAICompatModel(f"{url}/v1", "key", timeout=timeout)
+        try:
+            return [event async for event in model.stream(ChatRequest(model=model_name, messages=[]))]
+        finally:
+            await model.aclose()
+
+    return asyncio.run(go())
+
+
+def test_an_upstream_silent_for_the_timeout_fails_the_call(upstream: str) -> None:
+    _script(upstream, "adapter-slow-first", {"text": "too late", "ttft_ms": 1500})
+    _script(upstream, "adapter-stalls", {"text": "a b c", "delay_ms": 1500})
+    for name in ("adapter-slow-first", "adapter-stalls"):  # headers come at once, then nothing
+        with pytest.raises(UpstreamError, match="broke off its answer: ReadTimeout"):
+            _collect_with_timeout(upstream, name, 0.4)
+
+
+def test_the_timeout_is_per_wait_not_for_the_whole_stream(upstream: str) -> None:
+    _script(upstream, "adapter-steady", {"text": "a b c d e f g h", "delay_ms": 150})
+    events = _collect_with_timeout(upstream, "adapter-steady", 0.4)  # 1 s in all, never 0.4 s quiet
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "a b c d e f g h"

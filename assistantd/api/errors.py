@@ -7,11 +7,14 @@ class. Anything we did not raise on purpose becomes a bare 500 that says nothing
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Scope
 
 from assistantd.errors import APIError
 
@@ -50,7 +53,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return envelope(404, f"Invalid URL ({method} {path})", "invalid_request_error")
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = ", ".join(_allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
         return envelope(
             405,
             f"Method {method} is not allowed for {path}. Allowed: {allowed}.",
@@ -58,6 +61,26 @@ async def http_error(request: Request, exc: Exception) -> Response:
             headers={"Allow": allowed} if allowed else None,
         )
     return envelope(exc.status_code, str(exc.detail), "invalid_request_error")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. Starlette's own 405 names only the methods of the
+    first route whose path matched, but we declare one Route per (path, method)."""
+    methods: set[str] = set()
+
+    def walk(routes: Sequence[BaseRoute], scope: Scope) -> None:
+        for route in routes:
+            match, child = route.matches(scope)
+            if match is Match.NONE:
+                continue
+            if isinstance(route, Mount):
+                walk(route.routes, {**scope, **child})
+            elif isinstance(route, Route) and route.methods:
+                methods.update(route.methods)
+
+    root = request.scope.get("app_root_path", "")
+    walk(request.app.router.routes, {"type": "http", "path": request.url.path, "root_path": root, "method": ""})
+    return sorted(methods)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

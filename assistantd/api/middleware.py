@@ -43,6 +43,10 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if not self.log_requests:
+            # The wrapper below only serves the access log; it would cost a call on every SSE event.
+            await self._handle(scope, receive, send)
+            return
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 0}
 
@@ -54,16 +58,15 @@ class EdgeMiddleware:
         try:
             await self._handle(scope, receive, send_wrapper)
         finally:
-            if self.log_requests:
-                state = scope.get("state") or {}
-                access_log.info(
-                    "request method=%s path=%s status=%s ms=%.1f project=%s",
-                    scope["method"],
-                    scope["path"],
-                    status_holder["status"],
-                    (time.perf_counter() - started) * 1000,
-                    state.get("project", "-"),
-                )
+            state = scope.get("state") or {}
+            access_log.info(
+                "request method=%s path=%s status=%s ms=%.1f project=%s",
+                scope["method"],
+                scope["path"],
+                status_holder["status"],
+                (time.perf_counter() - started) * 1000,
+                state.get("project", "-"),
+            )
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

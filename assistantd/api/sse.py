@@ -20,6 +20,7 @@ log = logging.getLogger("assistantd.api")
 
 KEEPALIVE_SECONDS = 15.0
 _DONE = b"event: done\ndata: [DONE]\n\n"
+_KEEPALIVE: Event = ("", b"")  # put in a subscription's queue by the keep-alive timer, never by the bus
 
 
 def frame(name: str, data: bytes) -> bytes:
@@ -27,18 +28,34 @@ def frame(name: str, data: bytes) -> bytes:
 
 
 async def _frames(prefix: Iterable[Event], sub: Subscription) -> AsyncIterator[bytes]:
+    queue = sub.queue
+    loop = asyncio.get_running_loop()
+    quiet = _Quiet(loop, queue)
     try:
         for name, data in prefix:
             yield frame(name, data if isinstance(data, bytes) else orjson.dumps(data))
         while True:
-            try:
-                name, data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
+            # Whatever is already queued goes out in one write: under load a stream's events pile up
+            # between two turns of the loop, and each write costs as much as a small event.
+            event = queue.get_nowait() if not queue.empty() else await queue.get()
+            chunks = []
+            ended = False
+            while True:
+                if event is not _KEEPALIVE:
+                    if not event[0]:  # the bus's end marker
+                        ended = True
+                        break
+                    chunks.append(frame(event[0], event[1]))
+                if queue.empty():
+                    break
+                event = queue.get_nowait()
+            if chunks:
+                quiet.last = loop.time()
+                yield b"".join(chunks)
+            elif not ended:
                 yield b": keep-alive\n\n"
-                continue
-            if not name:
+            if ended:
                 break
-            yield frame(name, data)
     except Exception:
         log.exception("stream for run %s broke", sub.run_id)
         error = {
@@ -51,9 +68,34 @@ async def _frames(prefix: Iterable[Event], sub: Subscription) -> AsyncIterator[b
         }
         yield frame("error", orjson.dumps(error))
     finally:
+        quiet.cancel()
         # A client that went away just stops following; the run carries on and can be polled.
         sub.close()
     yield _DONE
+
+
+class _Quiet:
+    """Puts a keep-alive marker in the queue once the stream has been quiet for ``KEEPALIVE_SECONDS``.
+
+    One timer per quiet period, re-armed lazily from the time of the last write: a timeout around every
+    ``queue.get()`` (``asyncio.wait_for``) costs a task and a timer per event.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event]) -> None:
+        self.loop = loop
+        self.queue = queue
+        self.last = loop.time()
+        self.handle = loop.call_at(self.last + KEEPALIVE_SECONDS, self._fire)
+
+    def _fire(self) -> None:
+        now = self.loop.time()
+        if now - self.last >= KEEPALIVE_SECONDS:
+            self.queue.put_nowait(_KEEPALIVE)
+            self.last = now
+        self.handle = self.loop.call_at(self.last + KEEPALIVE_SECONDS, self._fire)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
 
 
 def sse_response(sub: Subscription, prefix: Iterable[Event] = ()) -> StreamingResponse:

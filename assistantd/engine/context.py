@@ -60,7 +60,11 @@ def thread_history(messages: list[dict[str, Any]], run_id: str) -> list[dict[str
     return [{"role": m["role"], "content": _chat_content(m)} for m in messages if m.get("run_id") != run_id]
 
 
-def run_turns(steps: list[dict[str, Any]], messages_by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def run_turns(
+    steps: list[dict[str, Any]],
+    messages_by_id: dict[str, dict[str, Any]],
+    server_calls: dict[str, dict[str, str]] | None = None,
+) -> list[dict[str, Any]]:
     """This run's completed work so far, as the assistant and tool turns that produced it."""
     turns: list[dict[str, Any]] = []
     for step in steps:
@@ -70,25 +74,29 @@ def run_turns(steps: list[dict[str, Any]], messages_by_id: dict[str, dict[str, A
             if message is not None:
                 turns.append({"role": "assistant", "content": _chat_content(message)})
             continue
-        calls = [c for c in details["tool_calls"] if c["type"] == "function"]
+        # Server-side calls (code interpreter, file search) are replayed as the function calls the model
+        # made, with the output it was given; ``server_calls`` keeps both, by call id.
+        calls = []
+        for c in details["tool_calls"]:
+            if c["type"] == "function":
+                calls.append((c["id"], c["function"]["name"], c["function"]["arguments"], c["function"]["output"]))
+            elif server_calls and c["id"] in server_calls:
+                known = server_calls[c["id"]]
+                calls.append((c["id"], known["name"], known["arguments"], known["output"]))
         if not calls:
             continue
-        turns.append(
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": c["id"],
-                        "type": "function",
-                        "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]},
-                    }
-                    for c in calls
-                ],
-            }
-        )
-        for c in calls:
-            turns.append({"role": "tool", "tool_call_id": c["id"], "content": c["function"]["output"] or ""})
+        tool_calls = [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            for call_id, name, arguments, _ in calls
+        ]
+        if turns and turns[-1]["role"] == "assistant" and "tool_calls" not in turns[-1]:
+            # A message followed by tool calls came from one model turn (a turn with text alone ends
+            # the run): send it back as one assistant message, as chat templates expect roles to alternate.
+            turns[-1]["tool_calls"] = tool_calls
+        else:
+            turns.append({"role": "assistant", "content": None, "tool_calls": tool_calls})
+        for call_id, _, _, output in calls:
+            turns.append({"role": "tool", "tool_call_id": call_id, "content": output or ""})
     return turns
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from assistantd.engine import context
+from assistantd.engine.annotations import annotate
 from assistantd.engine.records import Closed, close_run, new_message, new_step, now, text_block
 from assistantd.ids import new_id
 from assistantd.llm.base import ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError, Usage
@@ -23,6 +24,8 @@ from assistantd.llm.router import NoRoute
 from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
+from assistantd.tools.base import BuiltinTool, ToolContext
+from assistantd.tools.file_search.tool import render as render_search
 
 if TYPE_CHECKING:
     from assistantd.engine.supervisor import Engine
@@ -78,6 +81,11 @@ class RunJob:
         self.cancel_requested = False
         self.shutting_down = False
         self.started = False  # a task cancelled before its first step never runs its own handlers
+        self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
+        self._turn: _Turn | None = None
+        self.thread: dict[str, Any] = {}
+        self.assistant: dict[str, Any] = {}
+        self.attachments: list[dict[str, Any]] = []
 
     # --- events -----------------------------------------------------------------------------
 
@@ -90,24 +98,17 @@ class RunJob:
     async def execute(self, *, announce: bool, resumed_step: dict[str, Any] | None) -> None:
         self.started = True
         try:
-            record = await self.db.read(lambda c: run_rows.load(c, self.project, self.run_id))
+            record, queued = await self.db.write(self._begin)
             if record is None:
                 return  # deleted before it started
             self.run, self.state = record.run, record.state
             if announce:
-                self.emit("thread.run.created", self.run)
+                self.emit("thread.run.created", queued or self.run)
             if resumed_step is not None:
                 self.emit("thread.run.step.completed", resumed_step)
-            self.emit("thread.run.queued", self.run)
-            if self.run["status"] == "cancelling":
-                raise _Stop("cancelled")
-            self.run["status"] = "in_progress"
-            self.run["started_at"] = self.run["started_at"] or now()
-            started = await self.db.write(
-                lambda c: run_rows.save(c, self.project, self.run, self.state, expect="queued")
-            )
-            if not started:
-                raise _Stop("cancelled")  # a cancel landed between our read and this write
+            self.emit("thread.run.queued", queued or self.run)
+            if queued is None:
+                raise _Stop("cancelled")  # a cancel landed before we started
             self.emit("thread.run.in_progress", self.run)
             await self._loop()
         except _Stop as stop:
@@ -142,22 +143,46 @@ class RunJob:
         finally:
             self.engine.bus.end(self.run_id)
 
+    def _begin(self, conn: Conn) -> tuple[run_rows.RunRecord | None, dict[str, Any] | None]:
+        """Load the run and mark it in_progress in one transaction (one database round trip, not two).
+
+        Returns the record and, if it was still queued, the run as it was before (what the
+        ``created``/``queued`` events show); None when a cancel got there first.
+        """
+        record = run_rows.load(conn, self.project, self.run_id)
+        if record is None or record.run["status"] != "queued":
+            return record, None
+        started = {**record.run, "status": "in_progress", "started_at": record.run["started_at"] or now()}
+        if not run_rows.save(conn, self.project, started, record.state, expect="queued"):
+            return record, None
+        queued, record.run = record.run, started
+        return record, queued
+
     async def _end(
         self, status: str, *, last_error: dict[str, str] | None = None, incomplete_reason: str | None = None
     ) -> None:
+        self.ending = True
         if status == "cancelled" and self.run:
             self.run["status"] = "cancelling"
             self.emit("thread.run.cancelling", self.run)
         pending = self.message
+        pending_step = self.tool_step
+        turn = self._turn
+        if pending_step is not None and turn is not None and not pending_step["step_details"]["tool_calls"]:
+            # Ended mid-turn: keep the calls that were already streamed on the stored step.
+            pending_step["step_details"]["tool_calls"] = _call_details(turn)
 
         def tx(conn: Conn) -> Closed:
             if pending is not None:
                 if self._turn_text:
                     pending["content"] = [text_block(self._turn_text)]
                 rows.replace(conn, rows.MESSAGES, self.project, pending)
+            if pending_step is not None:
+                # Its calls were streamed: the stored step keeps them when it is closed with the run.
+                run_rows.save_step(conn, self.project, pending_step)
             current = run_rows.load(conn, self.project, self.run_id)
-            if current is None:
-                return Closed()
+            if current is None or current.run["status"] in run_rows.TERMINAL:
+                return Closed()  # already ended (deleted, or closed by a reaper): nothing to overwrite
             return close_run(
                 conn,
                 self.project,
@@ -195,7 +220,7 @@ class RunJob:
             self._check_budgets()
             request = await self._request()
             route = self.engine.router.resolve(self.run["model"])
-            turn = _Turn()
+            turn = self._turn = _Turn()
             self._turn_text = ""
             async for event in route.model.stream(ChatRequest(**{**request, "model": route.upstream_model})):
                 if isinstance(event, TextDelta):
@@ -235,16 +260,20 @@ class RunJob:
         total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
 
     async def _request(self) -> dict[str, Any]:
-        def tx(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        def tx(conn: Conn) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, Any]:
             return (
                 run_rows.thread_messages(conn, self.project, self.run["thread_id"]),
                 run_rows.steps_of(conn, self.project, self.run_id),
+                rows.get(conn, rows.THREADS, self.project, self.run["thread_id"]),
+                rows.get(conn, rows.ASSISTANTS, self.project, self.run["assistant_id"]),
             )
 
-        messages, steps = await self.db.read(tx)
+        messages, steps, thread, assistant = await self.db.read(tx)
+        self.thread, self.assistant = thread or {"id": self.run["thread_id"]}, assistant or {}
+        self.attachments = [a for m in messages for a in m.get("attachments") or []]
         by_id = {m["id"]: m for m in messages}
         system = [{"role": "system", "content": self.run["instructions"]}] if self.run["instructions"] else []
-        turns = context.run_turns(steps, by_id)
+        turns = context.run_turns(steps, by_id, self.state.get("server_calls"))
         fixed = sum(context.message_tokens(m) for m in [*system, *turns])
         budget = self.engine.context_tokens - _TOKEN_RESERVE - fixed
         usage = self.state.get("usage") or {}
@@ -253,7 +282,12 @@ class RunJob:
         history = context.truncate(
             context.thread_history(messages, self.run_id), self.run.get("truncation_strategy"), max(budget, 0)
         )
-        tools = [{"type": "function", "function": t["function"]} for t in self.run["tools"] if t["type"] == "function"]
+        tools = []
+        for tool in self.run["tools"]:
+            if tool["type"] == "function":
+                tools.append({"type": "function", "function": tool["function"]})
+            elif tool["type"] in self.engine.tools:
+                tools.append(self.engine.tools[tool["type"]].definition(tool))
         choice = self.run.get("tool_choice") or "auto"
         if isinstance(choice, dict):
             if choice.get("type") == "function":
@@ -314,6 +348,7 @@ class RunJob:
         assert message is not None and step is not None
         moment = now()
         message["content"] = [text_block(turn.text)]
+        self._decorate(message)
         if turn.finish == "length":
             message.update(status="incomplete", incomplete_at=moment, incomplete_details={"reason": "max_tokens"})
         else:
@@ -329,6 +364,27 @@ class RunJob:
         self._turn_text = ""
         self.emit(f"thread.message.{message['status']}", message)
         self.emit("thread.run.step.completed", step)
+
+    def _decorate(self, message: dict[str, Any]) -> None:
+        """Cite search results and link written files in the text; show the images made since the last
+        message. Streamed as one more delta, so the SDK's snapshot matches the completed message."""
+        text = message["content"][0]["text"]
+        found = annotate(text["value"], self.state.get("citations") or {}, self.state.get("links") or {})
+        images = self.state.pop("images", [])
+        if not found and not images:
+            return
+        text["annotations"] = found
+        blocks = [{"type": "image_file", "image_file": {"file_id": fid}} for fid in images]
+        message["content"] += blocks
+        delta: list[dict[str, Any]] = []
+        if found:
+            delta.append(
+                {"index": 0, "type": "text", "text": {"annotations": [{"index": i, **a} for i, a in enumerate(found)]}}
+            )
+        delta += [{"index": i + 1, **b} for i, b in enumerate(blocks)]
+        self.emit(
+            "thread.message.delta", {"id": message["id"], "object": "thread.message.delta", "delta": {"content": delta}}
+        )
 
     async def _on_tool_delta(self, turn: _Turn, delta: ToolCallDelta) -> None:
         if self.message is not None:
@@ -349,9 +405,17 @@ class RunJob:
         call.arguments += delta.arguments
         if not call.name:
             return  # announced once its name is known
+        builtin = self._builtin(call.name)
         if not call.announced:
             call.announced = True
             turn.streaming_index = call.out_index
+            if builtin is not None:
+                first = builtin.first_details()
+                partial = builtin.input_delta(call.arguments, call.arguments) or {}
+                self._emit_step_delta(
+                    {"index": call.out_index, "id": call.id, "type": builtin.type, builtin.type: {**first, **partial}}
+                )
+                return
             self._emit_step_delta(
                 {
                     "index": call.out_index,
@@ -360,6 +424,11 @@ class RunJob:
                     "function": {"name": call.name, "arguments": call.arguments, "output": None},
                 }
             )
+        elif builtin is not None:
+            if delta.arguments and call.out_index == turn.streaming_index:
+                piece = builtin.input_delta(call.arguments, delta.arguments)
+                if piece:
+                    self._emit_step_delta({"index": call.out_index, "type": builtin.type, builtin.type: piece})
         elif delta.arguments and call.out_index == turn.streaming_index:
             # Deltas for an earlier call arriving late are left to the completed objects: the SDK's
             # helper must never see indices go backwards.
@@ -397,13 +466,30 @@ class RunJob:
             calls = calls[:1]
         step = self.tool_step
         assert step is not None
-        step["step_details"]["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments, "output": None}}
-            for c in calls
-        ]
+        details = {c.id: d for c, d in zip(calls, _call_details(turn, calls), strict=True)}
+        for call in calls:
+            builtin = self._builtin(call.name)
+            if builtin is not None:
+                details[call.id] = await self._run_builtin(builtin, call)
+        step["step_details"]["tool_calls"] = [details[c.id] for c in calls]
         step["usage"] = _usage_json(turn.usage)
+        functions = [c for c in calls if self._builtin(c.name) is None]
+        if not functions:
+            # Every call ran here: the step is done and the model reads the results.
+            step.update(status="completed", completed_at=now())
+            self.tool_step = None
+
+            def done(conn: Conn) -> None:
+                run_rows.save_step(conn, self.project, step)
+                run_rows.save(conn, self.project, self.run, self.state)
+
+            await self.db.write(done)
+            self.emit("thread.run.step.completed", step)
+            self._check_prompt_budget()
+            return True
+        calls = functions
+        self._check_prompt_budget()  # over budget: the step, calls filled in, is closed with the run
         self.tool_step = None
-        self._check_prompt_budget()
         self.run["status"] = "requires_action"
         self.run["required_action"] = {
             "type": "submit_tool_outputs",
@@ -430,6 +516,46 @@ class RunJob:
         self.emit("thread.run.requires_action", self.run)
         return False
 
+    def _builtin(self, name: str) -> BuiltinTool | None:
+        """The server tool a call is for, if the run has that tool and this server runs it."""
+        tool = self.engine.tools.get(name)
+        if tool is None or not any(t["type"] == name for t in self.run["tools"]):
+            return None
+        return tool
+
+    async def _run_builtin(self, tool: BuiltinTool, call: _Call) -> dict[str, Any]:
+        """Run one server-side call; stream its outputs; remember what the model is told."""
+        number = self.state.get("server_call_count", 0)
+        self.state["server_call_count"] = number + 1
+
+        def stream(partial: dict[str, Any]) -> None:
+            self._emit_step_delta({"index": call.out_index, "type": tool.type, tool.type: partial})
+
+        ctx = ToolContext(
+            project=self.project,
+            run=self.run,
+            thread=self.thread,
+            assistant=self.assistant,
+            attachments=self.attachments,
+            include=self.state.get("include") or [],
+            stream=stream,
+        )
+        outcome = await tool.invoke(ctx, call.arguments)
+        output = outcome.output
+        if tool.type == "file_search" and not output:
+            output = render_search(number, outcome.sources)
+            citations = self.state.setdefault("citations", {})
+            for i, source in enumerate(outcome.sources):
+                citations[f"{number}:{i}"] = source["file_id"]
+        self.state.setdefault("links", {}).update(outcome.files)
+        self.state.setdefault("images", []).extend(outcome.images)
+        self.state.setdefault("server_calls", {})[call.id] = {
+            "name": call.name,
+            "arguments": call.arguments,
+            "output": output,
+        }
+        return {"id": call.id, "type": tool.type, tool.type: outcome.details}
+
     def _check_prompt_budget(self) -> None:
         max_prompt = self.run.get("max_prompt_tokens")
         usage = self.state.get("usage") or {}
@@ -448,3 +574,13 @@ def _usage_json(usage: Usage | None) -> dict[str, int] | None:
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
     }
+
+
+def _call_details(turn: _Turn, calls: list[_Call] | None = None) -> list[dict[str, Any]]:
+    """The step's record of the turn's function calls, in the order they were streamed."""
+    if calls is None:
+        calls = [c for c in sorted(turn.calls.values(), key=lambda c: c.out_index) if c.name]
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments, "output": None}}
+        for c in calls
+    ]

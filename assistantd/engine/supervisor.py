@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from assistantd.engine.runner import RunJob
 from assistantd.llm.router import ModelRouter
 from assistantd.store import Conn, Database
 from assistantd.store import runs as run_rows
+from assistantd.tools.base import BuiltinTool
 
 log = logging.getLogger("assistantd.engine")
 
@@ -45,6 +47,7 @@ class Engine:
         lease_seconds: float = 30.0,
         reap_interval: float = 5.0,
         context_tokens: int = 128_000,
+        tools: Mapping[str, BuiltinTool] | None = None,
     ) -> None:
         self.db = db
         self.router = router
@@ -53,6 +56,7 @@ class Engine:
         self.lease_seconds = lease_seconds
         self.reap_interval = reap_interval
         self.context_tokens = context_tokens
+        self.tools: dict[str, BuiltinTool] = dict(tools or {})  # server-side tools by type
         self._jobs: dict[str, tuple[RunJob, asyncio.Task[None]]] = {}
         self._background: list[asyncio.Task[None]] = []
 
@@ -75,8 +79,13 @@ class Engine:
         job = RunJob(self, project, run_id)
         task = asyncio.create_task(job.execute(announce=announce, resumed_step=resumed_step), name=f"run-{run_id}")
         self._jobs[run_id] = (job, task)
-        task.add_done_callback(lambda _t: self._jobs.pop(run_id, None))
+        task.add_done_callback(lambda t: self._forget(run_id, t))
         return sub
+
+    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+        entry = self._jobs.get(run_id)
+        if entry is not None and entry[1] is task:  # not a newer execution of the same run
+            del self._jobs[run_id]
 
     def cancel_local(self, run_id: str) -> bool:
         """Interrupt a run executing in this process at once (a model call in flight is abandoned)."""
@@ -87,7 +96,7 @@ class Engine:
         if not job.cancel_requested:
             job.cancel_requested = True
             # Not started yet: it will read the run's `cancelling` status itself when it starts.
-            if job.started:
+            if job.started and not job.ending:
                 task.cancel()
         return True
 

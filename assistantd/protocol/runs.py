@@ -75,13 +75,24 @@ class ModifyRun(Strict):
     metadata: Metadata = None
 
 
+def _id_as_tool_call_id(value: Any) -> Any:
+    # Published client code (seed 004) sends each output as {"id": call_id, "output": ...}. The spec
+    # requires neither key, and "id" can only mean the call, so it is taken as tool_call_id.
+    if isinstance(value, dict) and "tool_call_id" not in value and isinstance(value.get("id"), str):
+        value = {("tool_call_id" if k == "id" else k): v for k, v in value.items()}
+    return value
+
+
 class ToolOutput(Strict):
     tool_call_id: str
     output: str
 
 
+LenientToolOutput = Annotated[ToolOutput, BeforeValidator(_id_as_tool_call_id)]
+
+
 class SubmitToolOutputs(Strict):
-    tool_outputs: list[ToolOutput]
+    tool_outputs: list[LenientToolOutput]
     stream: bool | None = None
 
 

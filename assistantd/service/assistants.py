@@ -64,6 +64,7 @@ class AssistantService:
 
         def tx(conn: Conn) -> None:
             resources.check(conn, project, req.tool_resources)
+            resources.create_stores(conn, project, req.tool_resources, obj["tool_resources"])
             rows.insert(conn, rows.ASSISTANTS, project, obj)
 
         await self.db.write(tx)
@@ -84,6 +85,8 @@ class AssistantService:
             obj = fetch(conn, rows.ASSISTANTS, project, KIND, assistant_id)
             resources.check(conn, project, req.tool_resources)
             _apply(obj, req, fields)
+            if "tool_resources" in fields:
+                resources.create_stores(conn, project, req.tool_resources, obj["tool_resources"])
             if obj.get("reasoning_effort") is None:
                 obj.pop("reasoning_effort", None)
             rows.replace(conn, rows.ASSISTANTS, project, obj)

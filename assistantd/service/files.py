@@ -15,6 +15,7 @@ from assistantd.protocol.files import MAX_EXPIRY_SECONDS, MIN_EXPIRY_SECONDS, UP
 from assistantd.service.common import now, page_or_400
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
+from assistantd.store import vectors as vector_rows
 from assistantd.store.blobs import BlobStore, BlobTooLarge
 from assistantd.store.objects import Page, PageQuery
 
@@ -152,7 +153,10 @@ class FileService:
 
     async def delete(self, project: str, file_id: str) -> dict[str, Any]:
         def tx(conn: Conn) -> bool:
-            return rows.delete(conn, rows.FILES, project, file_id)
+            if not rows.delete(conn, rows.FILES, project, file_id):
+                return False
+            vector_rows.detach_everywhere(conn, project, file_id)  # its chunks leave every vector store
+            return True
 
         if not await self.db.write(tx):
             raise _not_found(file_id)
@@ -163,7 +167,13 @@ class FileService:
         """Remove files whose ``expires_after`` has passed, across all projects."""
         moment = now()
 
-        ids = await self.db.write(lambda conn: rows.delete_expired_files(conn, moment))
+        def tx(conn: Conn) -> list[str]:
+            ids = rows.delete_expired_files(conn, moment)
+            for file_id in ids:
+                vector_rows.detach_everywhere(conn, None, file_id)
+            return ids
+
+        ids = await self.db.write(tx)
         for file_id in ids:
             await self.blobs.delete(file_id)
         return len(ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from assistantd.errors import InvalidRequest, NotFound
@@ -91,9 +92,21 @@ def insert(conn: Conn, project: str, message: dict[str, Any]) -> None:
     )
 
 
+# Puts files into a thread's vector store (creating it if needed); the vector-store service provides it.
+AttachToThread = Callable[[str, str, list[str]], Awaitable[str]]
+
+
+def file_search_attachments(reqs: Iterable[CreateMessage]) -> list[str]:
+    """Ids of the files attached for file_search: they belong in the thread's vector store."""
+    return [
+        a.file_id for r in reqs for a in r.attachments or [] if any(t.type == "file_search" for t in a.tools)
+    ]
+
+
 class MessageService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, attach: AttachToThread | None = None) -> None:
         self.db = db
+        self.attach = attach
 
     async def create(self, project: str, thread_id: str, req: CreateMessage) -> dict[str, Any]:
         message = build(req, thread_id, now())
@@ -108,6 +121,9 @@ class MessageService:
             insert(conn, project, message)
 
         await self.db.write(tx)
+        searchable = file_search_attachments([req])
+        if searchable and self.attach is not None:
+            await self.attach(project, thread_id, searchable)
         return message
 
     async def retrieve_raw(self, project: str, thread_id: str, message_id: str) -> str:

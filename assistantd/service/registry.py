@@ -11,7 +11,9 @@ from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
 from assistantd.service.runs import RunService
 from assistantd.service.threads import ThreadService
+from assistantd.service.vector_stores import VectorStoreService
 from assistantd.store import Database
+from assistantd.tools.code_interpreter import CodeInterpreter
 
 
 @dataclass(frozen=True)
@@ -24,3 +26,5 @@ class Services:
     keys: KeyService
     runs: RunService
     router: ModelRouter
+    vector_stores: VectorStoreService
+    code_interpreter: CodeInterpreter

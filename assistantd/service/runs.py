@@ -136,6 +136,9 @@ class RunService:
             run = await self.db.write(tx)
         except UniqueViolation:
             raise await self._lock_lost(thread_id) from None
+        searchable = messages.file_search_attachments(req.additional_messages or [])
+        if searchable and self.threads.attach is not None:
+            await self.threads.attach(project, thread_id, searchable)  # before the run can search
         sub = self.engine.start(project, run["id"], announce=True, subscribe=stream)
         return run, sub
 

@@ -17,8 +17,9 @@ KIND = "thread"
 
 
 class ThreadService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, attach: messages.AttachToThread | None = None) -> None:
         self.db = db
+        self.attach = attach
 
     async def create(self, project: str, req: CreateThread) -> dict[str, Any]:
         created_at = now()
@@ -34,6 +35,7 @@ class ThreadService:
 
         def tx(conn: Conn) -> None:
             resources.check(conn, project, req.tool_resources)
+            resources.create_stores(conn, project, req.tool_resources, thread["tool_resources"])
             for i, m in enumerate(req.messages or []):
                 messages.check_references(conn, project, m, f"messages[{i}]")
             rows.insert(conn, rows.THREADS, project, thread)
@@ -41,6 +43,11 @@ class ThreadService:
                 messages.insert(conn, project, message)
 
         await self.db.write(tx)
+        searchable = messages.file_search_attachments(req.messages or [])
+        if searchable and self.attach is not None:
+            await self.attach(project, thread_id, searchable)
+            # The thread now names its store in tool_resources.
+            thread = await self.db.read(lambda conn: fetch(conn, rows.THREADS, project, KIND, thread_id))
         return thread
 
     async def retrieve_raw(self, project: str, thread_id: str) -> str:
@@ -52,6 +59,7 @@ class ThreadService:
             resources.check(conn, project, req.tool_resources)
             if "tool_resources" in req.model_fields_set:
                 thread["tool_resources"] = resources.render(req.tool_resources)  # null clears, as on assistants
+                resources.create_stores(conn, project, req.tool_resources, thread["tool_resources"])
             if "metadata" in req.model_fields_set:
                 thread["metadata"] = dict(req.metadata or {})
             rows.replace(conn, rows.THREADS, project, thread)

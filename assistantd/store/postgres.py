@@ -7,10 +7,8 @@ statement text and cached.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -19,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from assistantd.store.base import Conn, Database, Row, UniqueViolation
 from assistantd.store.schema import migrate
+from assistantd.store.workers import WorkerPool
 
 T = TypeVar("T")
 
@@ -53,10 +52,8 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
-        self._pool = ConnectionPool(
-            url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True}
-        )
-        self._executor = ThreadPoolExecutor(pool_size, thread_name_prefix="pg")
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, open=True, kwargs={"autocommit": True})
+        self._executor = WorkerPool(pool_size, "pg")
         self._migrate()
 
     def _migrate(self) -> None:
@@ -77,14 +74,14 @@ class PostgresDatabase(Database):
             return fn(_PGConn(raw))
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._read, fn)
+        return await self._executor.run(self._read, fn)
 
     async def write(self, fn: Callable[[Conn], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, fn)
+        return await self._executor.run(self._transaction, fn)
 
     def write_sync(self, fn: Callable[[Conn], T]) -> T:
         return self._transaction(fn)
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown()
         self._pool.close()

@@ -12,6 +12,7 @@ from assistantd.store import objects as rows
 from assistantd.store.base import Conn
 
 ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
+TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
 EXECUTING = ("queued", "in_progress", "cancelling")  # statuses a server must hold a lease for
 _ACTIVE_SQL = "('queued', 'in_progress', 'requires_action', 'cancelling')"
 _EXECUTING_SQL = "('queued', 'in_progress', 'cancelling')"

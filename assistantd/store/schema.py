@@ -15,7 +15,10 @@ _TYPES = {
     "postgres": {"SEQ": "BIGSERIAL PRIMARY KEY"},
 }
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+# A statement is SQL for both backends, or {dialect: SQL} where they differ (a dialect left out skips it).
+Statement = str | dict[str, str]
+
+MIGRATIONS: list[tuple[int, str, list[Statement]]] = [
     (
         1,
         "objects: keys, assistants, threads, messages, files",
@@ -109,6 +112,108 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        3,
+        "vector stores, their files and file batches, and the chunk index",
+        [
+            # pgvector: a clear message instead of "could not open extension control file".
+            {
+                "postgres": """DO $$ BEGIN
+                    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') THEN
+                        IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector') THEN
+                            RAISE EXCEPTION 'assistantd needs the pgvector extension for file search: install '
+                                'pgvector on the PostgreSQL server (https://github.com/pgvector/pgvector)';
+                        END IF;
+                        CREATE EXTENSION vector;
+                    END IF;
+                END $$"""
+            },
+            """CREATE TABLE vector_stores (
+                seq {SEQ},
+                id TEXT NOT NULL UNIQUE,
+                project_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT,
+                generation BIGINT NOT NULL DEFAULT 0,
+                chunk_count BIGINT NOT NULL DEFAULT 0,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX vector_stores_project ON vector_stores (project_id, seq)",
+            "CREATE INDEX vector_stores_expiry ON vector_stores (expires_at)",
+            # One row per (store, file): the file's id is the object's id, so it is unique per store only.
+            # The in_progress rows are the ingestion queue; lease_* say which server is processing one.
+            """CREATE TABLE vector_store_files (
+                seq {SEQ},
+                id TEXT NOT NULL,
+                project_id TEXT NOT NULL,
+                vector_store_id TEXT NOT NULL,
+                batch_id TEXT,
+                status TEXT NOT NULL,
+                filename TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                usage_bytes BIGINT NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_until DOUBLE PRECISION,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                index_gen BIGINT NOT NULL DEFAULT 0,
+                content TEXT,
+                data TEXT NOT NULL,
+                UNIQUE (vector_store_id, id)
+            )""",
+            "CREATE INDEX vector_store_files_store ON vector_store_files (vector_store_id, seq)",
+            "CREATE INDEX vector_store_files_batch ON vector_store_files (batch_id, seq)",
+            "CREATE INDEX vector_store_files_file ON vector_store_files (id)",
+            "CREATE INDEX vector_store_files_queue ON vector_store_files (status) WHERE status = 'in_progress'",
+            """CREATE TABLE vector_store_file_batches (
+                seq {SEQ},
+                id TEXT NOT NULL UNIQUE,
+                project_id TEXT NOT NULL,
+                vector_store_id TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX vector_store_file_batches_store ON vector_store_file_batches (vector_store_id, seq)",
+            # Chunks: text, vector (BLOB of float32 on SQLite, pgvector on PostgreSQL) and the model that
+            # made it. Keywords: FTS5 (contentless, rows keyed by seq) or a generated tsvector column.
+            {
+                "sqlite": """CREATE TABLE vector_store_chunks (
+                    seq {SEQ},
+                    vector_store_id TEXT NOT NULL,
+                    file_id TEXT NOT NULL,
+                    vsf_seq BIGINT NOT NULL,
+                    chunk_index INTEGER NOT NULL,
+                    text TEXT NOT NULL,
+                    model TEXT,
+                    dims INTEGER,
+                    embedding BLOB
+                )""",
+                "postgres": """CREATE TABLE vector_store_chunks (
+                    seq {SEQ},
+                    vector_store_id TEXT NOT NULL,
+                    file_id TEXT NOT NULL,
+                    vsf_seq BIGINT NOT NULL,
+                    chunk_index INTEGER NOT NULL,
+                    text TEXT NOT NULL,
+                    model TEXT,
+                    dims INTEGER,
+                    embedding vector,
+                    tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED
+                )""",
+            },
+            "CREATE INDEX vector_store_chunks_file ON vector_store_chunks (vsf_seq)",
+            "CREATE INDEX vector_store_chunks_store ON vector_store_chunks (vector_store_id)",
+            {"postgres": "CREATE INDEX vector_store_chunks_tsv ON vector_store_chunks USING gin (tsv)"},
+            {
+                "sqlite": """CREATE VIRTUAL TABLE vector_store_chunks_fts USING fts5(
+                    scope, body, content='', contentless_delete=1,
+                    tokenize='porter unicode61 remove_diacritics 2'
+                )"""
+            },
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 
@@ -127,8 +232,10 @@ def migrate(conn: Conn) -> list[int]:
     for version, name, statements in MIGRATIONS:
         if version in done:
             continue
-        for sql in statements:
-            conn.execute(sql.format(**types))
+        for statement in statements:
+            sql = statement.get(conn.dialect) if isinstance(statement, dict) else statement
+            if sql is not None:
+                conn.execute(sql.format(**types))
         conn.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             (version, name, _now()),

@@ -1,0 +1,282 @@
+"""Ingestion in the background: vector store files go from ``in_progress`` to ``completed`` or ``failed``.
+
+The ``in_progress`` rows of ``vector_store_files`` are the queue, so there is nothing to lose on a
+restart: a worker claims a row by writing a lease on it, parses, chunks and embeds the file in a worker
+thread (never on the event loop, never in a request), and writes every chunk and the final status in
+one transaction, only if the row is still its own (not cancelled, detached or deleted meanwhile). A
+server that stops mid-file leaves a lease that lapses (on an embedded SQLite database, start-up drops
+it at once); the file is then processed again from the start, and after ``MAX_ATTEMPTS`` claims it
+fails with ``server_error`` instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from assistantd.store import Database
+from assistantd.store import vectors as vrows
+from assistantd.store.base import Conn
+from assistantd.store.blobs import BlobStore
+from assistantd.tools.file_search.chunk import Tokenizer
+from assistantd.tools.file_search.embed import Embedder, EmbeddingError
+from assistantd.tools.file_search.parse import ParseError
+from assistantd.tools.file_search.pipeline import Processed, Stopped, process
+
+log = logging.getLogger("assistantd.ingest")
+
+MAX_ATTEMPTS = 3
+IDLE_POLL_SECONDS = 0.5  # how often an idle worker looks for files queued by another server
+LEASE_SECONDS = 60.0
+
+
+class Ingestor:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        *,
+        tokenizer: Tokenizer,
+        embedder: Embedder | None,
+        workers: int = 1,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+        self.workers = max(0, workers)  # 0: this server leaves ingestion to other replicas
+        self.lease_seconds = lease_seconds
+        self.owner = uuid.uuid4().hex
+        self._executor: ThreadPoolExecutor | None = None
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()  # set (and replaced) whenever a file finishes
+        self._jobs: dict[int, threading.Event] = {}  # file row seq -> its stop flag
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._indexed_dims: set[int] = set()  # PostgreSQL: vector sizes known to have their HNSW index
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, *, embedded: bool) -> None:
+        self._executor = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="ingest")
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        if embedded:
+            # One process owns an embedded database: leases of any other owner are of a process that is gone.
+            released = await self.db.write(lambda c: vrows.release_all(c, not_owner=self.owner))
+            if released:
+                log.info("resuming ingestion of files a previous run left in progress count=%d", released)
+        if self.workers == 0:
+            log.info("ingestion is off in this server (ingest_workers = 0): other replicas process files")
+            return
+        self._background = [
+            asyncio.create_task(self._loop(), name="ingest-loop"),
+            asyncio.create_task(self._renew_loop(), name="ingest-renew"),
+        ]
+
+    async def stop(self) -> None:
+        for stop in self._jobs.values():
+            stop.set()
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.workers:
+            # Files we were processing go back to the queue now, not when our leases lapse.
+            with contextlib.suppress(Exception):
+                await self.db.write(lambda c: vrows.release_mine(c, self.owner))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def changed(self, seconds: float) -> None:
+        """Wait until some file finishes here, or ``seconds`` pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), seconds)
+
+    def _pulse(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                claimed = False
+                while len(self._tasks) < self.workers:
+                    job = await self._claim()
+                    if job is None:
+                        break
+                    claimed = True
+                    task = asyncio.create_task(self._run(job), name=f"ingest-{job.file_id}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(lambda _t: self._wake.set())
+                if not claimed or len(self._tasks) >= self.workers:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                    self._wake.clear()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("ingestion loop failed; will retry")
+                await asyncio.sleep(IDLE_POLL_SECONDS)
+
+    async def _claim(self) -> vrows.Job | None:
+        now = time.time()
+        until = now + self.lease_seconds
+        return await self.db.write(lambda c: vrows.claim(c, self.owner, until, now))
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            seqs = list(self._jobs)
+            if not seqs:
+                continue
+            try:
+                lost = await self.db.write(
+                    functools.partial(self._renew, seqs=seqs, until=time.time() + self.lease_seconds)
+                )
+                for seq in lost:
+                    stop = self._jobs.get(seq)
+                    if stop is not None:
+                        stop.set()  # cancelled, detached or deleted: stop embedding it
+            except Exception:
+                log.exception("renewing ingestion leases failed; will retry")
+
+    def _renew(self, conn: Conn, *, seqs: list[int], until: float) -> list[int]:
+        """Extend our leases; return the files that are no longer ours to finish."""
+        vrows.renew(conn, seqs, self.owner, until)
+        return [s for s in seqs if not vrows.still_mine(conn, s, self.owner)]
+
+    # --- one file --------------------------------------------------------------------------------
+
+    async def _run(self, job: vrows.Job) -> None:
+        stop = self._jobs[job.seq] = threading.Event()
+        started = time.perf_counter()
+        try:
+            if job.attempts > MAX_ATTEMPTS:
+                await self._fail(
+                    job,
+                    "server_error",
+                    f"Processing stopped {job.attempts - 1} times before it finished (the server restarted or "
+                    "crashed); add the file again to retry.",
+                )
+                return
+            path = self.blobs.path(job.file_id)
+            if path is None:
+                await self._fail(job, "invalid_file", f"The content of file {job.file_id} is no longer available.")
+                return
+            static = job.obj["chunking_strategy"]["static"]
+            loop = asyncio.get_running_loop()
+            try:
+                result = await loop.run_in_executor(
+                    self._executor,
+                    lambda: process(
+                        path,
+                        job.filename,
+                        max_tokens=int(static["max_chunk_size_tokens"]),
+                        overlap=int(static["chunk_overlap_tokens"]),
+                        tokenizer=self.tokenizer,
+                        embedder=self.embedder,
+                        stop=stop,
+                    ),
+                )
+            except ParseError as exc:
+                await self._fail(job, exc.code, exc.message)
+                return
+            except EmbeddingError as exc:
+                await self._fail(job, "server_error", f"The file could not be embedded: {exc}")
+                return
+            except Stopped:
+                log.info("ingestion stopped file_id=%s vector_store_id=%s", job.file_id, job.store_id)
+                return
+            if await self._complete(job, result):
+                log.info(
+                    "file indexed file_id=%s vector_store_id=%s chunks=%d ms=%.0f",
+                    job.file_id,
+                    job.store_id,
+                    len(result.chunks),
+                    (time.perf_counter() - started) * 1000,
+                )
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        except Exception:
+            log.exception("ingestion failed file_id=%s vector_store_id=%s", job.file_id, job.store_id)
+            with contextlib.suppress(Exception):
+                await self._fail(job, "server_error", "The server failed while processing this file.")
+        finally:
+            self._jobs.pop(job.seq, None)
+            self._pulse()
+
+    async def _complete(self, job: vrows.Job, result: Processed) -> bool:
+        def tx(conn: Conn) -> bool:
+            if not vrows.still_mine(conn, job.seq, self.owner):
+                return False
+            store = conn.fetchone("SELECT seq, data FROM vector_stores WHERE id = ?", (job.store_id,))
+            if store is None:
+                return False
+            removed = vrows.drop_chunks(conn, "vsf_seq", job.seq)  # an earlier attempt's, if any
+            if orjson.loads(store[1]).get("status") == "expired":  # expired meanwhile: it keeps no index
+                result_chunks: list[str] = []
+            else:
+                result_chunks = result.chunks
+            dims = None if result.vectors is None else int(result.vectors.shape[1])
+            if dims is not None and dims not in self._indexed_dims:
+                vrows.ensure_hnsw(conn, dims)
+            vrows.insert_chunks(
+                conn,
+                store_id=job.store_id,
+                store_seq=int(store[0]),
+                vsf_seq=job.seq,
+                file_id=job.file_id,
+                texts=result_chunks,
+                model=result.model,
+                vectors=result.vectors if result_chunks else None,
+            )
+            generation = vrows.bump(conn, job.store_id, len(result_chunks) - removed)
+            obj: dict[str, Any] = {
+                **job.obj,
+                "status": "completed",
+                "last_error": None,
+                "usage_bytes": result.usage_bytes,
+            }
+            vrows.finish(conn, job.seq, obj, content=result.segments, index_gen=generation)
+            return True
+
+        done = await self.db.write(tx)
+        if result.vectors is not None:
+            self._indexed_dims.add(int(result.vectors.shape[1]))
+        return done
+
+    async def _fail(self, job: vrows.Job, code: str, message: str) -> None:
+        log.info("file not indexed file_id=%s vector_store_id=%s code=%s: %s", job.file_id, job.store_id, code, message)
+
+        def tx(conn: Conn) -> None:
+            if vrows.still_mine(conn, job.seq, self.owner):
+                obj = {
+                    **job.obj,
+                    "status": "failed",
+                    "last_error": {"code": code, "message": message},
+                    "usage_bytes": 0,
+                }
+                vrows.finish(conn, job.seq, obj, content=None)
+
+        await self.db.write(tx)

@@ -1,0 +1,604 @@
+"""Vector stores, their files and batches, and the chunk index, in SQL shared by both backends.
+
+Store and file objects live in ``data`` like every other object; what changes underneath them (a
+store's ``file_counts``, ``usage_bytes`` and ``status``) is counted from ``vector_store_files`` when
+read, so it is never stale. The ``in_progress`` rows of ``vector_store_files`` are the ingestion
+queue: a server claims one by setting a lease, and a lapsed lease makes it claimable again.
+
+Keywords: SQLite indexes chunk text in a contentless FTS5 table (rowid = chunk ``seq``), with a
+``scope`` column of tokens naming the chunk's store (``v<store seq>``) and file (``f<file seq>``) so a
+MATCH stays inside the stores searched; PostgreSQL keeps a generated ``tsvector`` with a GIN index.
+Vectors: a float32 BLOB on SQLite (searched in process, see ``vector_index``), pgvector on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from assistantd.store.base import Conn
+from assistantd.store.objects import Table, dumps
+
+STORES = Table("vector_stores", ("expires_at",))
+FILES = Table("vector_store_files", ("vector_store_id", "batch_id", "status"))
+BATCHES = Table("vector_store_file_batches", ("vector_store_id",))
+
+STATUSES = ("in_progress", "completed", "failed", "cancelled")
+INSERT_BATCH = 100  # chunk rows per INSERT statement
+HNSW_MIN_CHUNKS = 20_000  # PostgreSQL: below this many chunks an exact scan is as fast and exact
+# Keyword relevance is reported as s / (s + K), in [0, 1): K is about what a good match scores. FTS5's
+# BM25 (negated) is typically 5 to 30 for the best chunk of a question; ts_rank_cd is a few tenths.
+BM25_HALF = 10.0
+TS_RANK_HALF = 0.1
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" for _ in range(n))
+
+
+# --- stores --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreRow:
+    seq: int
+    project: str
+    obj: dict[str, Any]
+    generation: int
+    chunk_count: int
+
+
+def insert_store(conn: Conn, project: str, obj: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO vector_stores (id, project_id, created_at, expires_at, data) VALUES (?, ?, ?, ?, ?)",
+        (obj["id"], project, obj["created_at"], obj.get("expires_at"), dumps(obj)),
+    )
+
+
+def get_store(conn: Conn, project: str, store_id: str, *, lock: bool = False) -> StoreRow | None:
+    # FOR UPDATE (PostgreSQL) serialises read-modify-write of a store's JSON between replicas.
+    suffix = " FOR UPDATE" if lock and conn.dialect == "postgres" else ""
+    row = conn.fetchone(
+        "SELECT seq, data, generation, chunk_count FROM vector_stores WHERE id = ? AND project_id = ?" + suffix,
+        (store_id, project),
+    )
+    if row is None:
+        return None
+    return StoreRow(int(row[0]), project, orjson.loads(row[1]), int(row[2]), int(row[3]))
+
+
+def get_stores(conn: Conn, project: str, store_ids: Sequence[str]) -> dict[str, StoreRow]:
+    if not store_ids:
+        return {}
+    rows = conn.fetchall(
+        f"SELECT seq, data, generation, chunk_count, id FROM vector_stores WHERE project_id = ? "
+        f"AND id IN ({_marks(len(store_ids))})",
+        [project, *store_ids],
+    )
+    return {r[4]: StoreRow(int(r[0]), project, orjson.loads(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+
+def save_store(conn: Conn, project: str, obj: dict[str, Any]) -> None:
+    conn.execute(
+        "UPDATE vector_stores SET data = ?, expires_at = ? WHERE id = ? AND project_id = ?",
+        (dumps(obj), obj.get("expires_at"), obj["id"], project),
+    )
+
+
+def delete_store(conn: Conn, project: str, store_id: str) -> bool:
+    if conn.execute("DELETE FROM vector_stores WHERE id = ? AND project_id = ?", (store_id, project)) == 0:
+        return False
+    drop_chunks(conn, "vector_store_id", store_id)
+    conn.execute("DELETE FROM vector_store_files WHERE vector_store_id = ?", (store_id,))
+    conn.execute("DELETE FROM vector_store_file_batches WHERE vector_store_id = ?", (store_id,))
+    return True
+
+
+@dataclass(frozen=True)
+class Counts:
+    in_progress: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    usage_bytes: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        total = self.in_progress + self.completed + self.failed + self.cancelled
+        return {
+            "in_progress": self.in_progress,
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            "total": total,
+        }
+
+
+def counts(conn: Conn, column: str, ids: Sequence[str]) -> dict[str, Counts]:
+    """File counts and bytes per store (``column='vector_store_id'``) or per batch (``'batch_id'``)."""
+    assert column in ("vector_store_id", "batch_id")
+    if not ids:
+        return {}
+    rows = conn.fetchall(
+        f"SELECT {column}, status, count(*), coalesce(sum(usage_bytes), 0) FROM vector_store_files "
+        f"WHERE {column} IN ({_marks(len(ids))}) GROUP BY {column}, status",
+        list(ids),
+    )
+    acc: dict[str, dict[str, int]] = {i: {} for i in ids}
+    for key, status, n, size in rows:
+        acc[key][status] = int(n)
+        acc[key]["usage_bytes"] = acc[key].get("usage_bytes", 0) + int(size)
+    return {key: Counts(**values) for key, values in acc.items()}
+
+
+def bump(conn: Conn, store_id: str, chunks: int) -> int:
+    """A store's chunk set changed: a new generation (for in-process caches) and its chunk count."""
+    conn.execute(
+        "UPDATE vector_stores SET generation = generation + 1, chunk_count = chunk_count + ? WHERE id = ?",
+        (chunks, store_id),
+    )
+    return int(conn.fetchval("SELECT generation FROM vector_stores WHERE id = ?", (store_id,)) or 0)
+
+
+def due_to_expire(conn: Conn, moment: int) -> list[tuple[str, str]]:
+    """(project, id) of stores past ``expires_at`` and not yet marked expired."""
+    rows = conn.fetchall(
+        "SELECT project_id, id, data FROM vector_stores WHERE expires_at IS NOT NULL AND expires_at <= ?", (moment,)
+    )
+    return [(r[0], r[1]) for r in rows if orjson.loads(r[2]).get("status") != "expired"]
+
+
+def thread_for_update(conn: Conn, project: str, thread_id: str) -> dict[str, Any] | None:
+    """A thread's object, locked until the transaction ends (PostgreSQL) so two requests that each give the
+    thread a store cannot both do so."""
+    suffix = " FOR UPDATE" if conn.dialect == "postgres" else ""
+    raw = conn.fetchval("SELECT data FROM threads WHERE id = ? AND project_id = ?" + suffix, (thread_id, project))
+    return None if raw is None else dict(orjson.loads(raw))
+
+
+# --- files in stores -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRow:
+    seq: int
+    store_id: str
+    file_id: str
+    filename: str
+    status: str
+    obj: dict[str, Any]
+
+
+def get_file(conn: Conn, project: str, store_id: str, file_id: str) -> FileRow | None:
+    row = conn.fetchone(
+        "SELECT seq, filename, status, data FROM vector_store_files WHERE vector_store_id = ? AND id = ? "
+        "AND project_id = ?",
+        (store_id, file_id, project),
+    )
+    if row is None:
+        return None
+    return FileRow(int(row[0]), store_id, file_id, row[1], row[2], orjson.loads(row[3]))
+
+
+def insert_file(conn: Conn, project: str, obj: dict[str, Any], *, filename: str, batch_id: str | None) -> None:
+    conn.execute(
+        "INSERT INTO vector_store_files (id, project_id, vector_store_id, batch_id, status, filename, created_at, "
+        "data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (obj["id"], project, obj["vector_store_id"], batch_id, obj["status"], filename, obj["created_at"], dumps(obj)),
+    )
+
+
+def requeue_file(conn: Conn, seq: int, obj: dict[str, Any], *, batch_id: str | None) -> None:
+    """Process an attached file again (it was added anew): back to the queue, chunks dropped on success."""
+    conn.execute(
+        "UPDATE vector_store_files SET status = ?, batch_id = ?, data = ?, usage_bytes = 0, lease_owner = NULL, "
+        "lease_until = NULL, attempts = 0 WHERE seq = ?",
+        (obj["status"], batch_id, dumps(obj), seq),
+    )
+
+
+def save_file(conn: Conn, seq: int, obj: dict[str, Any]) -> None:
+    conn.execute(
+        "UPDATE vector_store_files SET data = ?, status = ?, usage_bytes = ? WHERE seq = ?",
+        (dumps(obj), obj["status"], obj["usage_bytes"], seq),
+    )
+
+
+def delete_file(conn: Conn, row: FileRow) -> None:
+    removed = drop_chunks(conn, "vsf_seq", row.seq)
+    conn.execute("DELETE FROM vector_store_files WHERE seq = ?", (row.seq,))
+    bump(conn, row.store_id, -removed)
+
+
+def detach_everywhere(conn: Conn, project: str | None, file_id: str) -> list[str]:
+    """Remove a deleted File from every store it is in (of any project if None); return those stores' ids."""
+    if project is None:
+        rows = conn.fetchall("SELECT seq, vector_store_id FROM vector_store_files WHERE id = ?", (file_id,))
+    else:
+        rows = conn.fetchall(
+            "SELECT seq, vector_store_id FROM vector_store_files WHERE id = ? AND project_id = ?", (file_id, project)
+        )
+    for seq, store_id in rows:
+        removed = drop_chunks(conn, "vsf_seq", seq)
+        conn.execute("DELETE FROM vector_store_files WHERE seq = ?", (seq,))
+        bump(conn, store_id, -removed)
+    return [r[1] for r in rows]
+
+
+def file_content(conn: Conn, seq: int) -> list[str] | None:
+    raw = conn.fetchval("SELECT content FROM vector_store_files WHERE seq = ?", (seq,))
+    return None if raw is None else list(orjson.loads(raw))
+
+
+@dataclass(frozen=True)
+class Searchable:
+    """A completed file of a store being searched."""
+
+    seq: int
+    store_id: str
+    file_id: str
+    filename: str
+    attributes: dict[str, Any]
+    index_gen: int
+
+
+def searchable_files(conn: Conn, store_ids: Sequence[str]) -> list[Searchable]:
+    if not store_ids:
+        return []
+    rows = conn.fetchall(
+        f"SELECT seq, vector_store_id, id, filename, data, index_gen FROM vector_store_files "
+        f"WHERE vector_store_id IN ({_marks(len(store_ids))}) AND status = 'completed'",
+        list(store_ids),
+    )
+    return [
+        Searchable(int(r[0]), r[1], r[2], r[3], orjson.loads(r[4]).get("attributes") or {}, int(r[5])) for r in rows
+    ]
+
+
+def in_progress_count(conn: Conn, project: str, store_ids: Sequence[str]) -> int:
+    if not store_ids:
+        return 0
+    return int(
+        conn.fetchval(
+            f"SELECT count(*) FROM vector_store_files WHERE project_id = ? AND status = 'in_progress' "
+            f"AND vector_store_id IN ({_marks(len(store_ids))})",
+            [project, *store_ids],
+        )
+        or 0
+    )
+
+
+def cancel_batch_files(conn: Conn, batch_id: str, moment: int) -> int:
+    """Every file of the batch still waiting or being processed becomes ``cancelled``."""
+    rows = conn.fetchall(
+        "SELECT seq, data FROM vector_store_files WHERE batch_id = ? AND status = 'in_progress'", (batch_id,)
+    )
+    for seq, raw in rows:
+        obj = orjson.loads(raw)
+        obj["status"] = "cancelled"
+        conn.execute(
+            "UPDATE vector_store_files SET status = 'cancelled', data = ?, lease_owner = NULL, lease_until = NULL "
+            "WHERE seq = ?",
+            (dumps(obj), seq),
+        )
+    return len(rows)
+
+
+# --- the ingestion queue -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    seq: int
+    project: str
+    store_id: str
+    file_id: str
+    filename: str
+    attempts: int
+    obj: dict[str, Any]
+
+
+def claim(conn: Conn, owner: str, until: float, now: float) -> Job | None:
+    """Take the oldest unclaimed (or abandoned) in_progress file; None when there is none."""
+    for _ in range(5):
+        row = conn.fetchone(
+            "SELECT seq FROM vector_store_files WHERE status = 'in_progress' "
+            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY seq LIMIT 1",
+            (now,),
+        )
+        if row is None:
+            return None
+        taken = conn.execute(
+            "UPDATE vector_store_files SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
+            "WHERE seq = ? AND status = 'in_progress' AND (lease_until IS NULL OR lease_until < ?)",
+            (owner, until, row[0], now),
+        )
+        if taken:
+            got = conn.fetchone(
+                "SELECT seq, project_id, vector_store_id, id, filename, attempts, data FROM vector_store_files "
+                "WHERE seq = ?",
+                (row[0],),
+            )
+            assert got is not None
+            return Job(int(got[0]), got[1], got[2], got[3], got[4], int(got[5]), orjson.loads(got[6]))
+    return None  # others keep taking them first: try again on the next pass
+
+
+def renew(conn: Conn, seqs: Sequence[int], owner: str, until: float) -> None:
+    for start in range(0, len(seqs), 500):
+        part = list(seqs[start : start + 500])
+        conn.execute(
+            f"UPDATE vector_store_files SET lease_until = ? WHERE lease_owner = ? AND seq IN ({_marks(len(part))})",
+            [until, owner, *part],
+        )
+
+
+def release_all(conn: Conn, *, not_owner: str) -> int:
+    """Forget every lease but ours (an embedded database: their owners are gone)."""
+    return conn.execute(
+        "UPDATE vector_store_files SET lease_owner = NULL, lease_until = NULL WHERE status = 'in_progress' "
+        "AND lease_owner IS NOT NULL AND lease_owner <> ?",
+        (not_owner,),
+    )
+
+
+def release_mine(conn: Conn, owner: str) -> int:
+    """Give back the files this server was processing (it is shutting down)."""
+    return conn.execute(
+        "UPDATE vector_store_files SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? "
+        "AND status = 'in_progress'",
+        (owner,),
+    )
+
+
+def still_mine(conn: Conn, seq: int, owner: str) -> bool:
+    """The file is still queued, still ours (not cancelled, deleted or taken over)."""
+    return (
+        conn.fetchone(
+            "SELECT 1 FROM vector_store_files WHERE seq = ? AND status = 'in_progress' AND lease_owner = ?",
+            (seq, owner),
+        )
+        is not None
+    )
+
+
+def finish(conn: Conn, seq: int, obj: dict[str, Any], *, content: list[str] | None, index_gen: int = 0) -> None:
+    conn.execute(
+        "UPDATE vector_store_files SET data = ?, status = ?, usage_bytes = ?, content = ?, index_gen = ?, "
+        "lease_owner = NULL, lease_until = NULL WHERE seq = ?",
+        (
+            dumps(obj),
+            obj["status"],
+            obj["usage_bytes"],
+            None if content is None else dumps(content),
+            index_gen,
+            seq,
+        ),
+    )
+
+
+# --- chunks --------------------------------------------------------------------------------------
+
+
+def drop_chunks(conn: Conn, column: str, value: Any) -> int:
+    """Delete the chunks of one file (``vsf_seq``) or one store (``vector_store_id``); return how many."""
+    assert column in ("vsf_seq", "vector_store_id")
+    if conn.dialect == "sqlite":
+        conn.execute(
+            "DELETE FROM vector_store_chunks_fts WHERE rowid IN "
+            f"(SELECT seq FROM vector_store_chunks WHERE {column} = ?)",
+            (value,),
+        )
+    return conn.execute(f"DELETE FROM vector_store_chunks WHERE {column} = ?", (value,))
+
+
+def insert_chunks(
+    conn: Conn,
+    *,
+    store_id: str,
+    store_seq: int,
+    vsf_seq: int,
+    file_id: str,
+    texts: Sequence[str],
+    model: str | None,
+    vectors: NDArray[np.float32] | None,
+) -> None:
+    dims = None if vectors is None else int(vectors.shape[1])
+    postgres = conn.dialect == "postgres"
+    vector_mark = "?::vector" if postgres else "?"
+    for start in range(0, len(texts), INSERT_BATCH):
+        end = min(len(texts), start + INSERT_BATCH)
+        values: list[Any] = []
+        for i in range(start, end):
+            vec: Any = None
+            if vectors is not None:
+                vec = _pg_vector(vectors[i]) if postgres else vectors[i].astype("<f4").tobytes()
+            values += [store_id, file_id, vsf_seq, i, texts[i], model if vectors is not None else None, dims, vec]
+        row = f"(?, ?, ?, ?, ?, ?, ?, {vector_mark})"
+        returned = conn.fetchall(
+            "INSERT INTO vector_store_chunks (vector_store_id, file_id, vsf_seq, chunk_index, text, model, dims, "
+            f"embedding) VALUES {', '.join(row for _ in range(start, end))} RETURNING seq, chunk_index",
+            values,
+        )
+        if not postgres:
+            scope = f"v{store_seq} f{vsf_seq}"
+            fts: list[Any] = []
+            for seq, index in returned:
+                fts += [seq, scope, texts[index]]
+            conn.execute(
+                "INSERT INTO vector_store_chunks_fts (rowid, scope, body) VALUES "
+                + ", ".join("(?, ?, ?)" for _ in returned),
+                fts,
+            )
+
+
+def _pg_vector(v: NDArray[np.float32]) -> str:
+    return "[" + ",".join(repr(float(x)) for x in v) + "]"
+
+
+def chunk_texts(conn: Conn, seqs: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """{chunk seq: (file seq, text)}."""
+    if not seqs:
+        return {}
+    rows = conn.fetchall(
+        f"SELECT seq, vsf_seq, text FROM vector_store_chunks WHERE seq IN ({_marks(len(seqs))})", list(seqs)
+    )
+    return {int(r[0]): (int(r[1]), r[2]) for r in rows}
+
+
+def keyword_search(
+    conn: Conn,
+    *,
+    store_seqs: dict[str, int],
+    files: Sequence[int] | None,
+    words: Sequence[str],
+    limit: int,
+) -> list[tuple[int, float]]:
+    """(chunk seq, relevance in [0, 1)) best first by keywords: BM25 (SQLite FTS5) or ts_rank_cd
+    (PostgreSQL), saturated as ``s / (s + K)``. Any of the words may match.
+
+    ``files`` (file seqs) narrows the search to those files; None searches every file of the stores.
+    """
+    if not words or not store_seqs or (files is not None and not files):
+        return []
+    if conn.dialect == "sqlite":
+        scope = " OR ".join(f"v{seq}" for seq in store_seqs.values())
+        match = f"scope : ({scope}) AND body : ({_fts5_any(words)})"
+        if files is not None and len(files) <= 256:
+            match = f"scope : ({' OR '.join(f'f{s}' for s in files)}) AND {match}"
+            files = None
+        rows = conn.fetchall(
+            "SELECT rowid, -bm25(vector_store_chunks_fts, 0.0, 1.0) AS score FROM vector_store_chunks_fts "
+            "WHERE vector_store_chunks_fts MATCH ? ORDER BY score DESC LIMIT ?",
+            (match, limit if files is None else limit * 8),
+        )
+        found = [(int(r[0]), _saturate(float(r[1]), BM25_HALF)) for r in rows]
+        if files is not None:  # too many files for the MATCH: keep those of the allowed files
+            owner = _file_of(conn, [seq for seq, _ in found])
+            allowed = set(files)
+            found = [hit for hit in found if owner.get(hit[0]) in allowed][:limit]
+        return found
+    params: list[Any] = [_tsquery_any(words), *store_seqs]
+    where = f"c.vector_store_id IN ({_marks(len(store_seqs))})"
+    if files is not None:
+        where += " AND c.vsf_seq = ANY(?)"
+        params.append(list(files))
+    rows = conn.fetchall(
+        f"SELECT c.seq, ts_rank_cd(c.tsv, q) AS score FROM vector_store_chunks c, to_tsquery('english', ?) q "
+        f"WHERE {where} AND c.tsv @@ q ORDER BY score DESC, c.seq LIMIT ?",
+        [*params, limit],
+    )
+    return [(int(r[0]), _saturate(float(r[1]), TS_RANK_HALF)) for r in rows]
+
+
+def _saturate(score: float, half: float) -> float:
+    return max(0.0, score) / (max(0.0, score) + half)
+
+
+def _fts5_any(words: Sequence[str]) -> str:
+    """An FTS5 MATCH expression for any of the words, each quoted so none is read as an operator."""
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def _tsquery_any(words: Sequence[str]) -> str:
+    """``to_tsquery`` text for any of the words (each quoted as a lexeme, so none is an operator)."""
+    return " | ".join("'" + w.replace("'", "''").replace("\\", "") + "'" for w in words)
+
+
+def _file_of(conn: Conn, seqs: Sequence[int]) -> dict[int, int]:
+    if not seqs:
+        return {}
+    rows = conn.fetchall(f"SELECT seq, vsf_seq FROM vector_store_chunks WHERE seq IN ({_marks(len(seqs))})", list(seqs))
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def pg_vector_search(
+    conn: Conn,
+    *,
+    store_ids: Sequence[str],
+    total_chunks: int,
+    files: Sequence[int] | None,
+    model: str,
+    dims: int,
+    query: NDArray[np.float32],
+    limit: int,
+) -> list[tuple[int, float]]:
+    """(chunk seq, cosine similarity) best first, by pgvector.
+
+    Large stores go through the HNSW index (approximate; candidates of other stores are filtered out
+    after the index scan, so ``ef_search`` is raised well past ``limit``); small ones, or a search
+    narrowed to some files, by an exact scan of the store's rows, which is then both faster and exact.
+    If the index scan comes back short, the exact scan runs instead.
+    """
+    if not store_ids or (files is not None and not files):
+        return []
+    vec = _pg_vector(query)
+    # dims is spelled out, not bound: the planner must see it to use the partial HNSW index.
+    where = f"vector_store_id IN ({_marks(len(store_ids))}) AND model = ? AND dims = {int(dims)}"
+    params: list[Any] = [*store_ids, model]
+    if files is not None:
+        where += " AND vsf_seq = ANY(?)"
+        params.append(list(files))
+    if files is None and total_chunks > HNSW_MIN_CHUNKS and has_hnsw(conn, dims):
+        ef = min(1000, max(100, 4 * limit))
+        conn.fetchall("SELECT set_config('hnsw.ef_search', ?, false)", (str(ef),))
+        rows = conn.fetchall(
+            f"SELECT seq, 1 - ((embedding::vector({dims})) <=> ?::vector({dims})) FROM vector_store_chunks "
+            f"WHERE {where} ORDER BY (embedding::vector({dims})) <=> ?::vector({dims}) LIMIT ?",
+            [vec, *params, vec, limit],
+        )
+        if len(rows) >= min(limit, total_chunks):
+            return [(int(r[0]), float(r[1])) for r in rows]
+    rows = conn.fetchall(
+        f"SELECT seq, 1 - (embedding <=> ?::vector) FROM vector_store_chunks WHERE {where} "
+        "ORDER BY embedding <=> ?::vector LIMIT ?",
+        [vec, *params, vec, limit],
+    )
+    return [(int(r[0]), float(r[1])) for r in rows]
+
+
+def has_hnsw(conn: Conn, dims: int) -> bool:
+    return (
+        conn.fetchone("SELECT 1 FROM pg_indexes WHERE indexname = ?", (f"vector_store_chunks_hnsw_{dims}",)) is not None
+    )
+
+
+def ensure_hnsw(conn: Conn, dims: int) -> None:
+    """PostgreSQL: an HNSW index for vectors of this size (pgvector indexes need a fixed dimension)."""
+    if conn.dialect != "postgres" or dims > 2000:
+        return
+    conn.execute(
+        f"CREATE INDEX IF NOT EXISTS vector_store_chunks_hnsw_{dims} ON vector_store_chunks USING hnsw "
+        f"((embedding::vector({dims})) vector_cosine_ops) WHERE dims = {dims}"
+    )
+
+
+def pg_similarities(
+    conn: Conn, *, chunks: Sequence[int], model: str, dims: int, query: NDArray[np.float32]
+) -> dict[int, float]:
+    """PostgreSQL: cosine similarity of the query to these chunks (those with a vector of the model)."""
+    if not chunks:
+        return {}
+    rows = conn.fetchall(
+        f"SELECT seq, 1 - (embedding <=> ?::vector) FROM vector_store_chunks WHERE seq = ANY(?) AND model = ? "
+        f"AND dims = {int(dims)}",
+        (_pg_vector(query), list(chunks), model),
+    )
+    return {int(r[0]): float(r[1]) for r in rows}
+
+
+def load_vectors(conn: Conn, vsf_seq: int, model: str) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """SQLite: one file's chunk seqs and vectors (for the in-process index)."""
+    rows = conn.fetchall(
+        "SELECT seq, embedding FROM vector_store_chunks WHERE vsf_seq = ? AND model = ? ORDER BY seq",
+        (vsf_seq, model),
+    )
+    seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    if not rows:
+        return seqs, np.zeros((0, 0), np.float32)
+    matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+    return seqs, matrix.astype(np.float32, copy=False)

@@ -1,0 +1,1 @@
+"""Tools a run can use: the code interpreter, file search and client-side functions."""

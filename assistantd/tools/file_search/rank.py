@@ -1,0 +1,182 @@
+"""Query handling and ranking: keyword terms, query rewriting, attribute filters, and score fusion.
+
+Fusion. Each query yields a keyword list (BM25 on SQLite's FTS5, ts_rank_cd on PostgreSQL) and a vector
+list (cosine similarity). Every candidate of either list is scored ``0.8 * cosine + 0.2 * keyword``, with
+the keyword relevance saturated into [0, 1) by the store (``s / (s + K)``, K a typical score of a good
+match on that backend) and the cosine clamped to [0, 1]. The score is thus absolute: an off-topic chunk
+scores low whatever else is in the store, so ``score_threshold`` means the same in every search. On the
+benchmark corpus (bench/file_search_bench.py) this beat reciprocal rank fusion slightly and was flat for
+K between 5 and 15 and weights 0.75 to 0.85; RRF's scores (a share of the best possible rank sum) say
+nothing about relevance. Several queries: a chunk keeps its best score.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+RRF_K = 60
+VECTOR_WEIGHT = 0.8
+
+# English function words: left out of keyword queries (they match everything and rank nothing).
+STOPWORDS = _word_set(
+    """
+    a about above after again against all am an and any are aren as at be because been before being below
+    between both but by can cannot could couldn did didn do does doesn doing don down during each few for
+    from further had hadn has hasn have haven having he her here hers herself him himself his how i if in
+    into is isn it its itself just let me more most mustn my myself no nor not of off on once only or other
+    ought our ours ourselves out over own same shan she should shouldn so some such than that the their
+    theirs them themselves then there these they this those through to too under until up very was wasn
+    we were weren what when where which while who whom why will with won would wouldn you your yours
+    yourself yourselves s t ll re ve d m
+    """
+)
+# Words that frame a question rather than say what it is about (dropped by rewrite_query).
+FILLER = _word_set(
+    """
+    please tell explain describe show find give know want need like could would help search look
+    information info anything something documents document file files question questions answer say says
+    """
+)
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def terms(query: str) -> list[str]:
+    """The query's distinct words, lower-cased, stopwords out (all of them kept if that leaves none)."""
+    words = [w.lower() for w in _WORD.findall(query)]
+    kept = [w for w in words if w not in STOPWORDS]
+    out: list[str] = []
+    for w in kept or words:
+        if w not in out:
+            out.append(w)
+    return out[:64]
+
+
+def rewrite(query: str) -> str:
+    """A keyword form of a natural-language question ("What is the return policy?" -> "return policy")."""
+    words = [w for w in _WORD.findall(query) if w.lower() not in STOPWORDS and w.lower() not in FILLER]
+    return " ".join(words) or query.strip()
+
+
+# --- attribute filters ---------------------------------------------------------------------------
+
+
+def matches(flt: Mapping[str, Any] | None, attributes: Mapping[str, Any] | None) -> bool:
+    """Does a file with these attributes pass the (already validated) filter?
+
+    A comparison on a key the file lacks is false, except ``ne`` and ``nin``, which hold. Numbers compare
+    as numbers; ``gt``/``gte``/``lt``/``lte`` also compare two strings (lexically, which orders ISO dates)
+    and are false across types. Booleans equal only booleans.
+    """
+    if flt is None:
+        return True
+    kind = flt["type"]
+    if kind in ("and", "or"):
+        results = (matches(f, attributes) for f in flt["filters"])
+        return all(results) if kind == "and" else any(results)
+    attrs = attributes or {}
+    key, value = flt["key"], flt["value"]
+    if key not in attrs:
+        return kind in ("ne", "nin")
+    have = attrs[key]
+    if kind == "eq":
+        return _equal(have, value)
+    if kind == "ne":
+        return not _equal(have, value)
+    if kind == "in":
+        return any(_equal(have, v) for v in value)
+    if kind == "nin":
+        return not any(_equal(have, v) for v in value)
+    if not _comparable(have, value):
+        return False
+    if kind == "gt":
+        return bool(have > value)
+    if kind == "gte":
+        return bool(have >= value)
+    if kind == "lt":
+        return bool(have < value)
+    if kind == "lte":
+        return bool(have <= value)
+    raise ValueError(f"unknown filter type {kind!r}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if _is_number(a) and _is_number(b):
+        return float(a) == float(b)
+    return type(a) is type(b) and a == b
+
+
+def _comparable(a: Any, b: Any) -> bool:
+    return (_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str))
+
+
+# --- fusion --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ranked:
+    chunk: int  # the chunk's row id
+    score: float  # in [0, 1]
+
+
+def combine(
+    keyword: Sequence[tuple[int, float]],
+    vector: Mapping[int, float] | None,
+    *,
+    vector_weight: float = VECTOR_WEIGHT,
+) -> dict[int, float]:
+    """Scores of one query's candidates: ``w * cosine + (1 - w) * keyword``, each part in [0, 1].
+
+    ``keyword`` is the keyword list with its relevance already in [0, 1) (the store saturates BM25 or
+    ts_rank_cd), ``vector`` the cosine similarity of every candidate (of both lists) to the query; None
+    when search runs on keywords alone, in which case the keyword relevance is the score.
+    """
+    if vector is None:
+        return dict(keyword)
+    kw = dict(keyword)
+    out: dict[int, float] = {}
+    for chunk in {*kw, *vector}:
+        cosine = max(0.0, min(1.0, vector.get(chunk, 0.0)))
+        out[chunk] = vector_weight * cosine + (1.0 - vector_weight) * kw.get(chunk, 0.0)
+    return out
+
+
+def rank(per_query: Iterable[Mapping[int, float]]) -> list[Ranked]:
+    """Chunks best first: a chunk's score is its best over the queries."""
+    best: dict[int, float] = {}
+    for scores in per_query:
+        for chunk, score in scores.items():
+            if score > best.get(chunk, -1.0):
+                best[chunk] = score
+    ordered = sorted(best.items(), key=lambda item: (-item[1], item[0]))
+    return [Ranked(chunk, round(min(1.0, max(0.0, score)), 6)) for chunk, score in ordered]
+
+
+def fuse_rrf(lists: Iterable[Sequence[int]], *, n_lists: int | None = None, k: int = RRF_K) -> list[Ranked]:
+    """Reciprocal rank fusion of ranked lists, best first, normalised by the best possible sum (first in
+    every list) so scores lie in [0, 1]. Kept for comparison in the benchmark (see the module notes)."""
+    lists = list(lists)
+    total = n_lists if n_lists is not None else len(lists)
+    if total == 0:
+        return []
+    scores: dict[int, float] = {}
+    for ranked in lists:
+        for position, chunk in enumerate(ranked, start=1):
+            scores[chunk] = scores.get(chunk, 0.0) + 1.0 / (k + position)
+    top = total / (k + 1)
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+    return [Ranked(chunk, min(1.0, s / top)) for chunk, s in ordered]

@@ -1,0 +1,256 @@
+"""POST /v1/vector_stores/{id}/search: hybrid retrieval, attribute filters, thresholds and the tool-facing
+``search`` of the service, on SQLite (FTS5 + in-process vectors) and PostgreSQL (tsvector + pgvector)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from file_search_support import call, create_store, execute, search, store_with, upload, wait_store
+
+if TYPE_CHECKING:
+    from conftest import Api, MakeApi
+
+DOCS = {
+    "astronomy.txt": "Neutron stars are the collapsed cores of massive stars. A teaspoon of neutron star material "
+    "weighs about a billion tonnes. Pulsars are rotating neutron stars that emit beams of radiation.",
+    "baking.md": "# Sourdough\nA sourdough loaf rises because wild yeast and lactobacilli ferment the flour. Knead "
+    "the dough, let it proof overnight, then bake it in a hot Dutch oven for a crisp crust.",
+    "databases.txt": "PostgreSQL offers B-tree, hash, GiST, SP-GiST, GIN and BRIN indexes. A GIN index suits "
+    "full-text search on tsvector columns; BRIN suits very large, naturally ordered tables.",
+    "gardening.txt": "Tomatoes need six to eight hours of sun a day. Water them deeply at the roots and stake the "
+    "plants so the fruit stays off the soil.",
+    "pets.txt": "The canine barked furiously whenever the mail carrier walked up to the porch.",
+}
+
+
+@pytest.fixture
+def corpus(api: Api) -> tuple[str, dict[str, str]]:
+    return store_with(api.client, DOCS)
+
+
+def names(result: dict[str, Any]) -> list[str]:
+    return [d["filename"] for d in result["data"]]
+
+
+def test_search_finds_the_right_document_with_a_well_formed_page(
+    api: Api, corpus: tuple[str, dict[str, str]], conforms: Any
+) -> None:
+    vs, ids = corpus
+    result = search(api.client, vs, query="Which index type should I use for full-text search?")
+    conforms(result, "VectorStoreSearchResultsPage")
+    assert result["object"] == "vector_store.search_results.page"
+    assert result["search_query"] == ["Which index type should I use for full-text search?"]
+    assert result["has_more"] is False and result["next_page"] is None
+    top = result["data"][0]
+    assert top["filename"] == "databases.txt" and top["file_id"] == ids["databases.txt"]
+    assert top["content"] == [{"type": "text", "text": DOCS["databases.txt"]}]
+    assert top["attributes"] == {}
+    scores = [d["score"] for d in result["data"]]
+    assert all(0 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
+    assert len(result["data"]) == len(DOCS)  # every chunk is a candidate for the vector list
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("how heavy is a teaspoon of neutron star", "astronomy.txt"),
+        ("why does my loaf of bread rise", "baking.md"),
+        ("how much sunlight do tomato plants need", "gardening.txt"),
+    ],
+)
+def test_hybrid_ranks_the_answering_document_first(
+    api: Api, corpus: tuple[str, dict[str, str]], query: str, expected: str
+) -> None:
+    assert names(search(api.client, corpus[0], query=query))[0] == expected
+
+
+def test_vectors_find_what_no_keyword_matches(api: Api, corpus: tuple[str, dict[str, str]]) -> None:
+    vs, _ = corpus
+    query = "dog noise postman"  # no word in common with the pets document
+    service = api.app.state.services.vector_stores
+    keyword = call(api, service.search, "default", [vs], [query], max_num_results=5, modes=("keyword",))
+    vector = call(api, service.search, "default", [vs], [query], max_num_results=5, modes=("vector",))
+    assert "pets.txt" not in [h.filename for h in keyword]
+    assert vector[0].filename == "pets.txt"
+    assert names(search(api.client, vs, query=query))[0] == "pets.txt"
+
+
+def test_keywords_find_exact_terms(api: Api, corpus: tuple[str, dict[str, str]]) -> None:
+    vs, _ = corpus
+    service = api.app.state.services.vector_stores
+    hits = call(api, service.search, "default", [vs], ["BRIN"], max_num_results=5, modes=("keyword",))
+    assert [h.filename for h in hits] == ["databases.txt"]
+    assert 0 < hits[0].score < 1  # BM25 saturated: s / (s + K)
+
+
+def test_max_num_results_threshold_and_several_queries(
+    api: Api, corpus: tuple[str, dict[str, str]], expect_error: Any
+) -> None:
+    vs, _ = corpus
+    c = api.client
+    assert len(search(c, vs, query="stars", max_num_results=2)["data"]) == 2
+    everything = search(c, vs, query="neutron stars pulsars")
+    assert names(everything)[0] == "astronomy.txt" and len(everything["data"]) == len(DOCS)
+    cut = (everything["data"][0]["score"] + everything["data"][1]["score"]) / 2
+    strict = search(c, vs, query="neutron stars pulsars", ranking_options={"score_threshold": cut})
+    assert names(strict) == ["astronomy.txt"] and strict["data"][0]["score"] >= cut
+    # scores are absolute, not relative to the best result: an off-topic chunk scores low
+    assert everything["data"][0]["score"] > 0.4 > everything["data"][-1]["score"]
+    assert search(c, vs, query="neutron", ranking_options={"score_threshold": 1.0, "ranker": "none"})["data"] == []
+    both = search(c, vs, query=["tomato sunlight", "sourdough yeast"], max_num_results=2)
+    assert both["search_query"] == ["tomato sunlight", "sourdough yeast"]
+    assert sorted(names(both)) == ["baking.md", "gardening.txt"]
+    expect_error(c.post(f"/v1/vector_stores/{vs}/search", json={"query": "x", "max_num_results": 0}), 400,
+                 param="max_num_results")  # fmt: skip
+    expect_error(c.post(f"/v1/vector_stores/{vs}/search", json={"query": "x", "max_num_results": 51}), 400)
+    expect_error(c.post(f"/v1/vector_stores/{vs}/search", json={"query": []}), 400, param="query")
+    expect_error(c.post(f"/v1/vector_stores/{vs}/search", json={}), 400, code="missing_required_parameter")
+    bad_rank = {"query": "x", "ranking_options": {"ranker": "best"}}
+    expect_error(c.post(f"/v1/vector_stores/{vs}/search", json=bad_rank), 400, param="ranking_options.ranker")
+    expect_error(c.post("/v1/vector_stores/vs_nope/search", json={"query": "x"}), 404)
+    assert search(c, vs, query="   ")["data"] == []
+
+
+def test_default_is_ten_results(api: Api) -> None:
+    docs = {f"note{i}.txt": f"Note {i} about the weather in city number {i}." for i in range(12)}
+    vs, _ = store_with(api.client, docs)
+    assert len(search(api.client, vs, query="weather")["data"]) == 10
+
+
+def test_rewrite_query_reports_the_rewritten_query(api: Api, corpus: tuple[str, dict[str, str]]) -> None:
+    result = search(
+        api.client, corpus[0], query="Can you please tell me how tomatoes should be watered?", rewrite_query=True
+    )
+    assert result["search_query"] == ["tomatoes watered"]
+    assert names(result)[0] == "gardening.txt"
+
+
+# --- attribute filters ---------------------------------------------------------------------------
+
+CORE = {"type": "eq", "key": "team", "value": "core"}
+WEB = {"type": "eq", "key": "team", "value": "web"}
+ATTRIBUTES = {
+    "a.txt": {"team": "core", "year": 2021, "score": 3.5, "public": True},
+    "b.txt": {"team": "web", "year": 2023, "score": 4.8, "public": False},
+    "c.txt": {"team": "core", "year": 2024, "score": 2.0, "public": False},
+    "d.txt": {"year": 2019},
+}
+
+
+@pytest.fixture
+def filtered(api: Api) -> str:
+    c = api.client
+    vs = create_store(c)["id"]
+    files = [
+        {
+            "file_id": upload(c, name, f"Release notes {name}: the deployment pipeline was improved."),
+            "attributes": attrs,
+        }
+        for name, attrs in ATTRIBUTES.items()
+    ]
+    c.post(f"/v1/vector_stores/{vs}/file_batches", json={"files": files})
+    assert wait_store(c, vs)["file_counts"]["completed"] == 4
+    return str(vs)
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({"type": "eq", "key": "team", "value": "core"}, {"a.txt", "c.txt"}),
+        ({"type": "ne", "key": "team", "value": "core"}, {"b.txt", "d.txt"}),
+        ({"type": "gt", "key": "year", "value": 2021}, {"b.txt", "c.txt"}),
+        ({"type": "gte", "key": "year", "value": 2021}, {"a.txt", "b.txt", "c.txt"}),
+        ({"type": "lt", "key": "score", "value": 3.5}, {"c.txt"}),
+        ({"type": "lte", "key": "score", "value": 3.5}, {"a.txt", "c.txt"}),
+        ({"type": "eq", "key": "public", "value": True}, {"a.txt"}),
+        ({"type": "in", "key": "year", "value": [2019, 2024]}, {"c.txt", "d.txt"}),
+        ({"type": "nin", "key": "team", "value": ["web"]}, {"a.txt", "c.txt", "d.txt"}),
+        ({"type": "and", "filters": [CORE, {"type": "gt", "key": "year", "value": 2022}]}, {"c.txt"}),
+        ({"type": "or", "filters": [WEB, {"type": "lt", "key": "year", "value": 2020}]}, {"b.txt", "d.txt"}),
+        ({"type": "eq", "key": "team", "value": "nobody"}, set()),
+    ],
+)  # fmt: skip
+def test_filters_narrow_the_files_searched(api: Api, filtered: str, flt: dict[str, Any], expected: set[str]) -> None:
+    result = search(api.client, filtered, query="deployment pipeline release notes", filters=flt)
+    assert set(names(result)) == expected
+    for item in result["data"]:
+        assert item["attributes"] == ATTRIBUTES[item["filename"]]
+
+
+def test_filter_validation(api: Api, filtered: str, expect_error: Any) -> None:
+    url = f"/v1/vector_stores/{filtered}/search"
+    bad = {"query": "x", "filters": {"type": "in", "key": "year", "value": 2020}}
+    expect_error(api.client.post(url, json=bad), 400, param="filters")
+    bad = {"query": "x", "filters": {"type": "between", "key": "year", "value": 1}}
+    expect_error(api.client.post(url, json=bad), 400, param="filters.type")
+    bad = {"query": "x", "filters": {"type": "and", "filters": [{"type": "eq", "key": "k"}]}}
+    expect_error(api.client.post(url, json=bad), 400, param="filters.filters[0].value")
+
+
+# --- the service as the run engine calls it -------------------------------------------------------
+
+
+def test_service_search_over_several_stores(api: Api) -> None:
+    c = api.client
+    vs1, _ = store_with(c, {"one.txt": DOCS["astronomy.txt"]})
+    vs2, _ = store_with(c, {"two.txt": DOCS["baking.md"]})
+    service = api.app.state.services.vector_stores
+    hits = call(api, service.search, "default", [vs1, vs2], ["sourdough", "neutron star"], max_num_results=5)
+    assert {h.filename for h in hits} == {"one.txt", "two.txt"}
+    assert {h.vector_store_id for h in hits} == {vs1, vs2}
+    assert all(0 <= h.score <= 1 and h.content for h in hits)
+    top = call(api, service.search, "default", [vs1, vs2], ["sourdough"], max_num_results=1, score_threshold=0.0)
+    assert [h.filename for h in top] == ["two.txt"]
+    assert (
+        call(
+            api,
+            service.search,
+            "default",
+            [vs1],
+            ["x"],
+            max_num_results=3,
+            filters={"type": "eq", "key": "k", "value": 1},
+        )
+        == []
+    )
+
+
+def test_search_moves_last_active_at_and_expiry(api: Api) -> None:
+    c = api.client
+    vs, _ = store_with(c, {"a.txt": DOCS["gardening.txt"]}, expires_after={"anchor": "last_active_at", "days": 1})
+    old = 1_000_000
+    now = c.get(f"/v1/vector_stores/{vs}").json()["last_active_at"]
+    update = "UPDATE vector_stores SET data = replace(data, ?, ?) WHERE id = ?"
+    execute(api, update, (f'"last_active_at":{now}', f'"last_active_at":{old}', vs))
+    assert c.get(f"/v1/vector_stores/{vs}").json()["last_active_at"] == old
+    search(c, vs, query="tomatoes")
+    obj = c.get(f"/v1/vector_stores/{vs}").json()
+    assert obj["last_active_at"] > old and obj["expires_at"] == obj["last_active_at"] + 86400
+
+
+def test_keyword_only_when_embeddings_are_off(make_api: MakeApi, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="assistantd.vector_stores"):
+        api = make_api(local_embeddings=False)
+    assert any("keywords only" in r.getMessage() for r in caplog.records)
+    vs, _ = store_with(api.client, DOCS)
+    assert api.sql("SELECT count(*) FROM vector_store_chunks WHERE embedding IS NOT NULL")[0][0] == 0
+    result = search(api.client, vs, query="sourdough proof overnight")
+    assert names(result) == ["baking.md"] and 0 < result["data"][0]["score"] < 1
+    assert search(api.client, vs, query="dog noise postman")["data"] == []  # no shared word: nothing
+
+
+def test_sqlite_vector_cache_stays_within_its_bound(api: Api) -> None:
+    service = api.app.state.services.vector_stores
+    if api.backend == "postgres":
+        assert service.searcher.index is None  # pgvector searches in the database: no copy of the vectors in memory
+        return
+    c = api.client
+    vs1, _ = store_with(c, {"one.txt": DOCS["astronomy.txt"]})
+    vs2, _ = store_with(c, {"two.txt": DOCS["baking.md"]})
+    service.searcher.index.max_rows = 1
+    assert names(search(c, vs1, query="neutron star"))[0] == "one.txt"
+    assert service.searcher.index.cached_rows == 1
+    assert names(search(c, vs2, query="sourdough"))[0] == "two.txt"
+    assert service.searcher.index.cached_rows == 1  # the first store left to make room
+    assert names(search(c, vs1, query="neutron star"))[0] == "one.txt"  # and comes back when searched
