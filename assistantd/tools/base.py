@@ -26,6 +26,14 @@ class ToolContext:
     stream: Callable[[dict[str, Any]], None]  # a partial of this call's details, sent as a step delta
 
 
+def resource_ids(ctx: ToolContext, tool: str, key: str) -> list[str]:
+    """The ids the assistant's and then the thread's ``tool_resources.<tool>.<key>`` name, without repeats."""
+    ids: list[str] = []
+    for owner in (ctx.assistant, ctx.thread):
+        ids += ((owner.get("tool_resources") or {}).get(tool) or {}).get(key) or []
+    return list(dict.fromkeys(ids))
+
+
 @dataclass
 class ToolOutcome:
     output: str  # what the model reads back

@@ -8,7 +8,7 @@ from typing import Any
 
 from assistantd.store import Database
 from assistantd.store.blobs import BlobStore
-from assistantd.tools.base import BuiltinTool, ToolContext, ToolOutcome
+from assistantd.tools.base import BuiltinTool, ToolContext, ToolOutcome, resource_ids
 from assistantd.tools.code_interpreter.interpreter import CodeInterpreter, CodeInterpreterError, InputFile
 from assistantd.tools.partial_json import string_field
 from assistantd.tools.stored_files import lookup, store_output
@@ -22,10 +22,7 @@ DESCRIPTION = (
 
 
 def _input_file_ids(ctx: ToolContext) -> list[str]:
-    ids: list[str] = []
-    for owner in (ctx.assistant, ctx.thread):
-        resources = (owner.get("tool_resources") or {}).get("code_interpreter") or {}
-        ids += resources.get("file_ids") or []
+    ids = resource_ids(ctx, "code_interpreter", "file_ids")
     for attachment in ctx.attachments:
         if any(t.get("type") == "code_interpreter" for t in attachment.get("tools", [])):
             ids.append(attachment["file_id"])

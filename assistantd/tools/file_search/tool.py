@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from assistantd.tools.base import BuiltinTool, ToolContext, ToolOutcome
+from assistantd.tools.base import BuiltinTool, ToolContext, ToolOutcome, resource_ids
 
 INCLUDE_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 DEFAULT_RESULTS = 20
@@ -44,14 +44,6 @@ class SearchFn(Protocol):
 
 
 WaitFn = Callable[[str, list[str]], Awaitable[None]]
-
-
-def store_ids(ctx: ToolContext) -> list[str]:
-    ids: list[str] = []
-    for owner in (ctx.assistant, ctx.thread):
-        resources = (owner.get("tool_resources") or {}).get("file_search") or {}
-        ids += resources.get("vector_store_ids") or []
-    return list(dict.fromkeys(ids))
 
 
 class FileSearchTool(BuiltinTool):
@@ -99,7 +91,7 @@ class FileSearchTool(BuiltinTool):
                 output='Error: call file_search with {"queries": ["..."]}.',
                 details={"ranking_options": ranking, "results": []},
             )
-        ids = store_ids(ctx)
+        ids = resource_ids(ctx, "file_search", "vector_store_ids")
         if not ids:
             return ToolOutcome(
                 output="No files are attached to this assistant or thread, so there is nothing to search.",
