@@ -192,3 +192,60 @@ def test_the_sandbox_has_no_network(runs_server: RemoteServer, upstream: Scripte
     logs = step.step_details.tool_calls[0].code_interpreter.outputs[0].logs  # type: ignore[union-attr]
     assert logs.startswith("blocked") and "CONNECTED" not in logs
     assert httpx.get(f"{runs_server.url}/health").status_code == 200
+
+
+def test_seed_000_math_tutor_streams_its_code_and_the_sandbox_output(
+    runs_server: RemoteServer, upstream: ScriptedUpstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from openai import AssistantEventHandler
+    from typing_extensions import override
+
+    model = new_model()
+    code = "from sympy import symbols, Eq, solve\nx = symbols('x')\nprint(solve(Eq(8*x + 12, 14), x))\n"
+    answer = "SISTCA student, the solution is x = 1/4."
+    upstream.script(model, _code_call(code), {"text": answer})
+    client = _client(runs_server)
+    assistant = client.beta.assistants.create(
+        name="Math Tutor",
+        instructions="You are a personal math tutor. Write and run code to answer math questions.",
+        tools=[{"type": "code_interpreter"}],
+        model=model,
+    )
+    thread = client.beta.threads.create()
+    client.beta.threads.messages.create(
+        thread_id=thread.id, role="user", content="I need to solve the equation `8x + 12 = 14`. Can you help me?"
+    )
+
+    class EventHandler(AssistantEventHandler):  # the seed's handler, as written
+        @override
+        def on_text_created(self, text) -> None:  # type: ignore[no-untyped-def]
+            print("\nassistant > ", end="", flush=True)
+
+        @override
+        def on_text_delta(self, delta, snapshot):  # type: ignore[no-untyped-def]
+            print(delta.value, end="", flush=True)
+
+        def on_tool_call_created(self, tool_call):  # type: ignore[no-untyped-def]
+            print(f"\nassistant > {tool_call.type}\n", flush=True)
+
+        def on_tool_call_delta(self, delta, snapshot):  # type: ignore[no-untyped-def]
+            if delta.type == "code_interpreter":
+                if delta.code_interpreter.input:
+                    print(delta.code_interpreter.input, end="", flush=True)
+                if delta.code_interpreter.outputs:
+                    print("\n\noutput >", flush=True)
+                    for output in delta.code_interpreter.outputs:
+                        if output.type == "logs":
+                            print(f"\n{output.logs}", flush=True)
+
+    capsys.readouterr()
+    with client.beta.threads.runs.stream(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        instructions="Please address the user as SISTCA student.",
+        event_handler=EventHandler(),
+    ) as stream:
+        stream.until_done()
+    assert capsys.readouterr().out == (
+        f"\nassistant > code_interpreter\n\n{code}\n\noutput >\n\n[1/4]\n\n\nassistant > {answer}"
+    )
