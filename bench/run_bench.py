@@ -18,11 +18,15 @@ token and per-token delay, for each backend (SQLite, PostgreSQL) this measures, 
    streams to the upstream is measured beside it, as the floor this machine can do.
 
 The server (and PostgreSQL) run on CPU 0; the upstream and this client on the other CPUs (``--no-pin``
-to turn that off). It prints one table and is a measurement, never a pass/fail test.
+to turn that off). Every case also reports how much of the server's CPU other programs took meanwhile,
+since on a shared machine that, more than anything in assistantd, decides the latencies. It prints one
+table and is a measurement, never a pass/fail test.
 
-    python bench/run_bench.py                                  # everything (about 2-3 minutes)
+    python bench/run_bench.py                                  # both backends, about 6 minutes
     python bench/run_bench.py --backends sqlite --concurrency 200 --runs 10
+    python bench/run_bench.py --server-source /path/to/old/checkout --json before.json
     python bench/run_bench.py --json after.json --baseline before.json
+    python bench/run_bench.py --backends sqlite --concurrency 1000 --profile /tmp/spy.svg
 
 See bench/README.md.
 """
