@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -103,6 +103,19 @@ async def _sweep(services: Services) -> None:
         await asyncio.sleep(SWEEP_SECONDS)
 
 
+SHUTDOWN_STEP_SECONDS = 20.0
+
+
+async def _bounded(what: str, step: Awaitable[None]) -> None:
+    try:
+        async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
+            await step
+    except TimeoutError:
+        log.error("shutdown: %s did not stop within %.0f s; going on without it", what, SHUTDOWN_STEP_SECONDS)
+    except Exception:
+        log.exception("shutdown: stopping %s failed; going on", what)
+
+
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     services = services or build_services(settings)
 
@@ -121,10 +134,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-            await services.vector_stores.stop()
-            await engine.stop()
-            await services.code_interpreter.stop()
-            await services.router.aclose()
+            # Each part gets a bounded time to stop, so one that hangs cannot keep the process alive;
+            # the database closes last, whatever happened before.
+            await _bounded("vector stores", services.vector_stores.stop())
+            await _bounded("run engine", engine.stop())
+            await _bounded("code interpreter", services.code_interpreter.stop())
+            await _bounded("model router", services.router.aclose())
             await services.db.close()
 
     # runs before threads: /threads/runs must not be taken for a thread id.

@@ -106,8 +106,10 @@ class Ingestor:
 
     async def changed(self, seconds: float) -> None:
         """Wait until some file finishes here, or ``seconds`` pass."""
+        # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancel that lands as it times out.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._changed.wait()
 
     def _pulse(self) -> None:
         self._changed.set()
@@ -129,8 +131,11 @@ class Ingestor:
                     task.add_done_callback(self._tasks.discard)
                     task.add_done_callback(lambda _t: self._wake.set())
                 if not claimed or len(self._tasks) >= self.workers:
+                    # Not wait_for: in 3.11 it can swallow stop()'s cancel if that lands as the wait
+                    # times out, and this loop would then never end.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                        async with asyncio.timeout(IDLE_POLL_SECONDS):
+                            await self._wake.wait()
                     self._wake.clear()
             except asyncio.CancelledError:
                 raise

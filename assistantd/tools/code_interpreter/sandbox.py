@@ -75,7 +75,8 @@ class Sandbox:
     async def start(cls, host: SandboxHost, context: zmq.asyncio.Context, *, preload: tuple[str, ...] = ()) -> Sandbox:
         sandbox = cls(host, context)
         try:
-            await asyncio.wait_for(sandbox._start(preload), host.config.start_timeout_seconds)
+            async with asyncio.timeout(host.config.start_timeout_seconds):  # cancel-safe, unlike 3.11's wait_for
+                await sandbox._start(preload)
         except BaseException as exc:
             tail = sandbox.diagnostics()
             await sandbox.destroy()
