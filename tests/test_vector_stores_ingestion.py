@@ -222,3 +222,15 @@ def test_status_of_every_file_is_final_after_shutdown(database_url: str, tmp_pat
         assert (chunks > 0) == (status == "completed")
     again = make_api()
     assert wait_store(again.client, vs)["file_counts"]["completed"] == 2
+
+
+def test_search_falls_back_to_keywords_when_the_endpoint_fails(
+    make_api: MakeApi, embeddings_server: EmbeddingsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = make_api(embedding_base_url=embeddings_server.base_url, embedding_model="test-embed")
+    vs, _ = store_with(api.client, {"k.txt": "kumquats grow in Kyoto", "o.txt": "olives grow in Sevilla"})
+    embeddings_server.fail_next = 100
+    with caplog.at_level("WARNING", logger="assistantd.vector_stores"):
+        result = search(api.client, vs, query="kumquats")
+    assert [d["filename"] for d in result["data"]] == ["k.txt"]
+    assert any("searching by keywords alone" in r.getMessage() for r in caplog.records)

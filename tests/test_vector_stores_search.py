@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from file_search_support import call, create_store, execute, search, store_with, upload, wait_store
 
+from assistantd.store import vectors as vrows
+
 if TYPE_CHECKING:
     from conftest import Api, MakeApi
 
@@ -254,3 +256,76 @@ def test_sqlite_vector_cache_stays_within_its_bound(api: Api) -> None:
     assert names(search(c, vs2, query="sourdough"))[0] == "two.txt"
     assert service.searcher.index.cached_rows == 1  # the first store left to make room
     assert names(search(c, vs1, query="neutron star"))[0] == "one.txt"  # and comes back when searched
+
+
+def test_words_common_to_most_chunks_are_left_out_of_the_keyword_query(api: Api) -> None:
+    c = api.client
+    docs = {f"r{i}.txt": f"Release notes {i}: the release pipeline shipped version {i}." for i in range(4)}
+    docs["zebra.txt"] = "Release of the zebra exhibit at the zoo."
+    vs, _ = store_with(c, docs)
+    if api.backend == "postgres":
+        # PostgreSQL goes by the planner's statistics of common lexemes, which ANALYZE (autovacuum) keeps.
+        execute(api, "ANALYZE vector_store_chunks")
+        shares = call(api, api.app.state.services.db.read, vrows.pg_lexeme_shares)
+        assert shares["releas"] == 1.0 and shares["zebra"] == pytest.approx(0.2)
+    else:
+        shares = None
+
+    def keyword(words: list[str]) -> list[str]:
+        def tx(conn: Any) -> list[str]:
+            row = vrows.get_store(conn, "default", vs)
+            assert row is not None
+            found = vrows.keyword_search(
+                conn,
+                store_seqs={vs: row.seq},
+                files=None,
+                words=words,
+                limit=10,
+                chunks=5,
+                common_min=3,
+                lexeme_shares=shares,
+            )
+            assert all(0 < score < 1 for _, score in found)
+            return sorted(text for _, text in vrows.chunk_texts(conn, [seq for seq, _ in found]).values())
+
+        return call(api, api.app.state.services.db.read, tx)
+
+    # "release" is in all five chunks: only "zebra" decides
+    assert keyword(["release", "zebra"]) == [docs["zebra.txt"]]
+    # every word common: chunks must hold them all (the zebra chunk has no "pipeline")
+    assert keyword(["release", "pipeline"]) == sorted(docs[f"r{i}.txt"] for i in range(4))
+    assert keyword(["notes", "zebra"]) == [docs["zebra.txt"]]  # "notes" (4 of 5 chunks) is common too
+
+
+def test_the_vector_index_agrees_with_an_exact_scan(api: Api, corpus: tuple[str, dict[str, str]]) -> None:
+    """PostgreSQL: the HNSW path (taken for large stores) against the exact scan; SQLite: the in-process
+    matrix against cosines computed here from the stored vectors."""
+    vs, _ = corpus
+    service = api.app.state.services.vector_stores
+    searcher = service.searcher
+    [query] = call(api, searcher.embed_queries, ["loud dog"])
+    model = searcher.embedder.name
+
+    def both(conn: Any) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        row = vrows.get_store(conn, "default", vs)
+        assert row is not None
+        if conn.dialect == "postgres":
+            args = {"store_ids": [vs], "files": None, "model": model, "dims": 384, "query": query, "limit": 3}
+            fast = vrows.pg_vector_search(conn, total_chunks=10**6, **args)  # as for a huge store: HNSW
+            exact = vrows.pg_vector_search(conn, total_chunks=1, **args)
+            return fast, exact
+        files = vrows.searchable_files(conn, [vs])
+        fast = searcher.index.search(
+            conn, store_id=vs, generation=row.generation, files=files, allowed=None, model=model, query=query, limit=3
+        )
+        exact = []
+        for f in files:
+            seqs, matrix = vrows.load_vectors(conn, f.seq, model)
+            exact += [(int(s), float(v)) for s, v in zip(seqs, matrix @ query, strict=True)]
+        return fast, sorted(exact, key=lambda item: -item[1])[:3]
+
+    fast, exact = call(api, api.app.state.services.db.read, both)
+    assert [seq for seq, _ in fast] == [seq for seq, _ in exact]
+    assert [round(score, 4) for _, score in fast] == [round(score, 4) for _, score in exact]
+    if api.backend == "postgres":
+        assert api.sql("SELECT count(*) FROM pg_indexes WHERE indexname = 'vector_store_chunks_hnsw_384'") == [(1,)]

@@ -9,7 +9,8 @@ search moves the stores' ``last_active_at`` (and so their expiry), at most once 
 from __future__ import annotations
 
 import asyncio
-import builtins
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,13 +23,16 @@ from assistantd.service.common import now
 from assistantd.store import Conn, Database
 from assistantd.store import vectors as vrows
 from assistantd.store.vector_index import MatrixIndex
-from assistantd.tools.file_search.embed import Embedder
+from assistantd.tools.file_search.embed import Embedder, EmbeddingError
 from assistantd.tools.file_search.rank import combine, matches, rank, terms
+
+log = logging.getLogger("assistantd.vector_stores")
 
 KIND = "vector store"
 DAY = 86_400
 CANDIDATES = 100  # per query and kind (keyword, vector) fed to the scoring
 TOUCH_SECONDS = 60  # a search moves last_active_at (a write) at most this often per store
+COMMON_TTL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class VectorSearch:
         self.embedder = embedder
         # SQLite: vectors searched in process. PostgreSQL: by pgvector, in the database.
         self.index = MatrixIndex() if db.dialect == "sqlite" else None
+        self._shares: tuple[float, dict[str, float]] | None = None
 
     def forget(self, store_id: str) -> None:
         """The store was deleted or expired: drop its cached vectors."""
@@ -88,21 +93,21 @@ class VectorSearch:
     async def search(
         self,
         project: str,
-        vector_store_ids: builtins.list[str],
-        queries: builtins.list[str],
+        vector_store_ids: list[str],
+        queries: list[str],
         *,
         max_num_results: int,
         score_threshold: float = 0.0,
         filters: dict[str, Any] | None = None,
         modes: Sequence[str] = ("keyword", "vector"),
-    ) -> builtins.list[SearchHit]:
+    ) -> list[SearchHit]:
         """The best chunks for the queries across the stores, best first, each scored in [0, 1].
 
         Raises NotFound for a store id that names no store of the project, InvalidRequest for an expired
         one. Files still being processed are not searched yet. ``modes`` narrows the search to keywords
         or vectors alone (for evaluation; the API always searches both).
         """
-        store_ids = builtins.list(dict.fromkeys(vector_store_ids))
+        store_ids = list(dict.fromkeys(vector_store_ids))
         stores = await self.db.read(lambda conn: vrows.get_stores(conn, project, store_ids))
         for store_id in store_ids:
             if store_id not in stores:
@@ -112,16 +117,33 @@ class VectorSearch:
         active = [q for q in queries if q.strip()]
         if not active or not store_ids:
             return []
-        vectors = await self.embed_queries(active) if "vector" in modes else None
-        hits = await self.db.read(
-            lambda conn: self._search_tx(
-                conn, project, store_ids, active, vectors, max_num_results, score_threshold, filters, modes
+        hybrid = "vector" in modes and self.embedder is not None
+        # The query embedding (a model call) runs while the keyword search runs in the database.
+        embedding = asyncio.ensure_future(self.embed_queries(active)) if hybrid else None
+        try:
+            keyword = await self.db.read(
+                lambda conn: self._keyword_lists(conn, project, store_ids, active, filters, modes, hybrid=hybrid)
             )
-        )
+            try:
+                vectors = await embedding if embedding is not None else None
+            except EmbeddingError as exc:  # the endpoint is down: keywords still answer
+                log.warning("query embedding failed, searching by keywords alone: %s", exc)
+                vectors = None
+        finally:
+            if embedding is not None and not embedding.done():
+                embedding.cancel()
+        if keyword is None:
+            return []
+
+        def finish(conn: Conn) -> list[SearchHit]:
+            found = self._with_vectors(conn, project, store_ids, keyword, vectors, filters)
+            return [] if found is None else self._hits(conn, found, max_num_results, score_threshold)
+
+        hits = await self.db.read(finish)
         await self._touch_after_search(project, stores)
         return hits
 
-    async def embed_queries(self, queries: builtins.list[str]) -> NDArray[np.float32] | None:
+    async def embed_queries(self, queries: list[str]) -> NDArray[np.float32] | None:
         if self.embedder is None:
             return None
         return await asyncio.get_running_loop().run_in_executor(None, self.embedder.embed, queries)
@@ -130,27 +152,29 @@ class VectorSearch:
         self,
         conn: Conn,
         project: str,
-        store_ids: builtins.list[str],
-        queries: builtins.list[str],
+        store_ids: list[str],
+        queries: list[str],
         vectors: NDArray[np.float32] | None,
         limit: int,
         threshold: float,
         filters: dict[str, Any] | None,
         modes: Sequence[str],
-    ) -> builtins.list[SearchHit]:
+    ) -> list[SearchHit]:
+        """The whole search in one snapshot, given the query vectors (the benchmark times this)."""
         found = self.candidates(conn, project, store_ids, queries, vectors, filters, modes)
-        if found is None:
-            return []
+        return [] if found is None else self._hits(conn, found, limit, threshold)
+
+    def _hits(self, conn: Conn, found: Candidates, limit: int, threshold: float) -> list[SearchHit]:
         fused = rank(combine(q.keyword, q.vector) for q in found.queries)
         top = [r for r in fused if r.score >= threshold]
         texts = vrows.chunk_texts(conn, [r.chunk for r in top[: limit * 2]])
-        hits: builtins.list[SearchHit] = []
+        hits: list[SearchHit] = []
         for ranked in top:
             if len(hits) >= limit:
                 break
             chunk = texts.get(ranked.chunk)
             if chunk is None:
-                continue
+                continue  # deleted since the keyword search
             f = found.files.get(chunk[0])
             if f is None or (found.allowed is not None and f.seq not in found.allowed):
                 continue  # a file being processed again: its old chunks are on their way out
@@ -161,41 +185,102 @@ class VectorSearch:
         self,
         conn: Conn,
         project: str,
-        store_ids: builtins.list[str],
-        queries: builtins.list[str],
+        store_ids: list[str],
+        queries: list[str],
         vectors: NDArray[np.float32] | None,
         filters: dict[str, Any] | None,
         modes: Sequence[str] = ("keyword", "vector"),
     ) -> Candidates | None:
-        """The ranked candidate lists, one per query and mode, as fusion sees them; None when the filter
+        """The candidates of every query as scoring sees them, in one snapshot; None when the filter
         leaves no file to search."""
-        # The stores again, in this snapshot: cached matrices must match the generation of these files.
+        hybrid = vectors is not None and "vector" in modes
+        keyword = self._keyword_lists(conn, project, store_ids, queries, filters, modes, hybrid=hybrid)
+        if keyword is None:
+            return None
+        return self._with_vectors(conn, project, store_ids, keyword, vectors if hybrid else None, filters)
+
+    def _scope(
+        self, conn: Conn, project: str, store_ids: list[str], filters: dict[str, Any] | None
+    ) -> tuple[dict[str, vrows.StoreRow], list[vrows.Searchable], set[int] | None] | None:
+        """The stores (read again in this snapshot: cached matrices must match the generation of these
+        files), their searchable files, and those the filter lets through (None: no filter)."""
         fresh = vrows.get_stores(conn, project, store_ids)
-        files = vrows.searchable_files(conn, builtins.list(fresh))
+        files = vrows.searchable_files(conn, list(fresh))
         allowed: set[int] | None = None
         if filters is not None:
             allowed = {f.seq for f in files if matches(filters, f.attributes)}
             if not allowed:
                 return None
+        return fresh, files, allowed
+
+    def _keyword_lists(
+        self,
+        conn: Conn,
+        project: str,
+        store_ids: list[str],
+        queries: list[str],
+        filters: dict[str, Any] | None,
+        modes: Sequence[str],
+        *,
+        hybrid: bool,
+    ) -> list[list[tuple[int, float]]] | None:
+        scope = self._scope(conn, project, store_ids, filters)
+        if scope is None:
+            return None
+        fresh, _, allowed = scope
+        if "keyword" not in modes:
+            return [[] for _ in queries]
         store_seqs = {sid: row.seq for sid, row in fresh.items()}
         narrowed = sorted(allowed) if allowed is not None else None
-        per_query: builtins.list[QueryCandidates] = []
-        for i, query in enumerate(queries):
-            keyword: builtins.list[tuple[int, float]] = []
-            if "keyword" in modes:
-                keyword = vrows.keyword_search(
-                    conn, store_seqs=store_seqs, files=narrowed, words=terms(query), limit=CANDIDATES
-                )
+        share = vrows.HYBRID_COMMON_SHARE if hybrid else vrows.KEYWORD_COMMON_SHARE
+        shares = self._lexeme_shares(conn) if conn.dialect == "postgres" else None
+        return [
+            vrows.keyword_search(
+                conn,
+                store_seqs=store_seqs,
+                files=narrowed,
+                words=terms(query),
+                limit=CANDIDATES,
+                chunks=sum(row.chunk_count for row in fresh.values()),
+                common_share=share,
+                lexeme_shares=shares,
+            )
+            for query in queries
+        ]
+
+    def _lexeme_shares(self, conn: Conn) -> dict[str, float]:
+        """PostgreSQL's commonest lexemes, re-read at most once a minute (they change with ANALYZE)."""
+        moment = time.monotonic()
+        if self._shares is None or moment - self._shares[0] > COMMON_TTL_SECONDS:
+            self._shares = (moment, vrows.pg_lexeme_shares(conn))
+        return self._shares[1]
+
+    def _with_vectors(
+        self,
+        conn: Conn,
+        project: str,
+        store_ids: list[str],
+        keyword: list[list[tuple[int, float]]],
+        vectors: NDArray[np.float32] | None,
+        filters: dict[str, Any] | None,
+    ) -> Candidates | None:
+        """Add each query's vector candidates, and the cosine of every keyword candidate."""
+        scope = self._scope(conn, project, store_ids, filters)
+        if scope is None:
+            return None
+        fresh, files, allowed = scope
+        per_query: list[QueryCandidates] = []
+        for i, ranked in enumerate(keyword):
             similar: dict[int, float] | None = None
-            if vectors is not None and "vector" in modes:
+            if vectors is not None:
                 similar = dict(self._vector_candidates(conn, fresh, files, allowed, vectors[i]))
-                missing = [seq for seq, _ in keyword if seq not in similar]
+                missing = [seq for seq, _ in ranked if seq not in similar]
                 similar.update(self._similarities(conn, fresh, missing, vectors[i]))
-            per_query.append(QueryCandidates(keyword, similar))
+            per_query.append(QueryCandidates(ranked, similar))
         return Candidates(per_query, {f.seq: f for f in files}, allowed)
 
     def _similarities(
-        self, conn: Conn, stores: dict[str, vrows.StoreRow], chunks: builtins.list[int], query: NDArray[np.float32]
+        self, conn: Conn, stores: dict[str, vrows.StoreRow], chunks: list[int], query: NDArray[np.float32]
     ) -> dict[int, float]:
         """Cosine similarity of keyword candidates the vector list did not reach."""
         if not chunks or self.embedder is None:
@@ -213,16 +298,16 @@ class VectorSearch:
         self,
         conn: Conn,
         stores: dict[str, vrows.StoreRow],
-        files: builtins.list[vrows.Searchable],
+        files: list[vrows.Searchable],
         allowed: set[int] | None,
         query: NDArray[np.float32],
-    ) -> builtins.list[tuple[int, float]]:
+    ) -> list[tuple[int, float]]:
         assert self.embedder is not None
         model = self.embedder.name
         if self.index is None:
             return vrows.pg_vector_search(
                 conn,
-                store_ids=builtins.list(stores),
+                store_ids=list(stores),
                 total_chunks=sum(row.chunk_count for row in stores.values()),
                 files=sorted(allowed) if allowed is not None else None,
                 model=model,
@@ -230,7 +315,7 @@ class VectorSearch:
                 query=query,
                 limit=CANDIDATES,
             )
-        found: builtins.list[tuple[int, float]] = []
+        found: list[tuple[int, float]] = []
         for store_id, row in stores.items():
             found += self.index.search(
                 conn,

@@ -13,7 +13,7 @@ Vectors: a float32 BLOB on SQLite (searched in process, see ``vector_index``), p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +30,18 @@ BATCHES = Table("vector_store_file_batches", ("vector_store_id",))
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 INSERT_BATCH = 100  # chunk rows per INSERT statement
-HNSW_MIN_CHUNKS = 20_000  # PostgreSQL: below this many chunks an exact scan is as fast and exact
-# Keyword relevance is reported as s / (s + K), in [0, 1): K is about what a good match scores. FTS5's
-# BM25 (negated) is typically 5 to 30 for the best chunk of a question; ts_rank_cd is a few tenths.
-BM25_HALF = 10.0
-TS_RANK_HALF = 0.1
+HNSW_MIN_CHUNKS = 5_000  # PostgreSQL: below this many chunks an exact scan is about as fast, and exact
+# Keyword relevance is reported as s / (s + K), in [0, 1): K is the median score of the best keyword match
+# for the benchmark's 100 questions (bench/file_search_bench.py), so a typical best match gets about 0.5.
+# FTS5's BM25 (negated) and ts_rank with length normalisation live on very different scales.
+BM25_HALF = 20.0
+TS_RANK_HALF = 0.01
+# A keyword in more than this share of the chunks searched (and in at least COMMON_MIN of them) is too
+# common to rank by (see keyword_search). Beside vectors, keywords only need to lift rare terms: there the
+# benchmark's quality held down to a 2% share, and 5% keeps ranking at 100k chunks near 15 ms.
+HYBRID_COMMON_SHARE = 0.05
+KEYWORD_COMMON_SHARE = 0.25  # keywords alone: prune less (keyword-only quality fell from a 10% share down)
+COMMON_MIN = 2000
 
 
 def _marks(n: int) -> str:
@@ -457,24 +464,37 @@ def keyword_search(
     files: Sequence[int] | None,
     words: Sequence[str],
     limit: int,
+    chunks: int = 0,
+    common_share: float = KEYWORD_COMMON_SHARE,
+    common_min: int = COMMON_MIN,
+    lexeme_shares: Mapping[str, float] | None = None,
 ) -> list[tuple[int, float]]:
-    """(chunk seq, relevance in [0, 1)) best first by keywords: BM25 (SQLite FTS5) or ts_rank_cd
-    (PostgreSQL), saturated as ``s / (s + K)``. Any of the words may match.
+    """(chunk seq, relevance in [0, 1)) best first by keywords: BM25 (SQLite FTS5) or ts_rank divided by
+    1 + log(length) (PostgreSQL), saturated as ``s / (s + K)``. Any of the words may match.
 
     ``files`` (file seqs) narrows the search to those files; None searches every file of the stores.
+    ``chunks`` (how many the stores hold) sets what counts as a common word: ranking costs about a
+    microsecond per matching chunk, so a word in more than ``common_share`` of them (and at least
+    ``common_min`` chunks) is left out of the query, as stopwords are; it would add little to the ranking
+    (its IDF is low) and most of the cost. When every word is common, chunks must contain them all.
+    SQLite counts each word's chunks (up to the cap: cheap in FTS5); PostgreSQL, where counting is not
+    cheap, goes by ``lexeme_shares``, the planner's statistics of the commonest lexemes (see
+    ``pg_lexeme_shares``), and prunes nothing without them.
     """
     if not words or not store_seqs or (files is not None and not files):
         return []
     if conn.dialect == "sqlite":
-        scope = " OR ".join(f"v{seq}" for seq in store_seqs.values())
-        match = f"scope : ({scope}) AND body : ({_fts5_any(words)})"
+        cap = max(common_min, int(common_share * chunks))
+        scope = f"scope : ({' OR '.join(f'v{seq}' for seq in store_seqs.values())})"
         if files is not None and len(files) <= 256:
-            match = f"scope : ({' OR '.join(f'f{s}' for s in files)}) AND {match}"
+            scope += f" AND scope : ({' OR '.join(f'f{s}' for s in files)})"
             files = None
+        rare = [w for w in words if _fts5_count(conn, f"{scope} AND body : ({_fts5_any([w])})", cap) < cap]
+        body = _fts5_any(rare) if rare else " AND ".join(_fts5_any([w]) for w in words)
         rows = conn.fetchall(
             "SELECT rowid, -bm25(vector_store_chunks_fts, 0.0, 1.0) AS score FROM vector_store_chunks_fts "
             "WHERE vector_store_chunks_fts MATCH ? ORDER BY score DESC LIMIT ?",
-            (match, limit if files is None else limit * 8),
+            (f"{scope} AND body : ({body})", limit if files is None else limit * 8),
         )
         found = [(int(r[0]), _saturate(float(r[1]), BM25_HALF)) for r in rows]
         if files is not None:  # too many files for the MATCH: keep those of the allowed files
@@ -482,17 +502,59 @@ def keyword_search(
             allowed = set(files)
             found = [hit for hit in found if owner.get(hit[0]) in allowed][:limit]
         return found
-    params: list[Any] = [_tsquery_any(words), *store_seqs]
+    params: list[Any] = [*store_seqs]
     where = f"c.vector_store_id IN ({_marks(len(store_seqs))})"
     if files is not None:
         where += " AND c.vsf_seq = ANY(?)"
         params.append(list(files))
+    rare = list(words)
+    if lexeme_shares and chunks > common_min:
+        share = max(common_share, common_min / chunks)  # the same cut as SQLite's count
+        lexemes = pg_lexemes(conn, words)
+
+        def common(word: str) -> bool:  # each of its lexemes is in more than `share` of all chunks
+            found = lexemes.get(word) or []
+            return bool(found) and all(lexeme_shares.get(x, 0.0) > share for x in found)
+
+        rare = [w for w in words if not common(w)]
+    query = _tsquery_any(rare) if rare else " & ".join(_tsquery_any([w]) for w in words)
     rows = conn.fetchall(
-        f"SELECT c.seq, ts_rank_cd(c.tsv, q) AS score FROM vector_store_chunks c, to_tsquery('english', ?) q "
+        f"SELECT c.seq, ts_rank(c.tsv, q, 1) AS score FROM vector_store_chunks c, to_tsquery('english', ?) q "
         f"WHERE {where} AND c.tsv @@ q ORDER BY score DESC, c.seq LIMIT ?",
-        [*params, limit],
+        [query, *params, limit],
     )
     return [(int(r[0]), _saturate(float(r[1]), TS_RANK_HALF)) for r in rows]
+
+
+def _fts5_count(conn: Conn, match: str, cap: int) -> int:
+    """How many chunks match, counting no further than ``cap`` (cheap: no ranking)."""
+    return int(
+        conn.fetchval(
+            "SELECT count(*) FROM (SELECT rowid FROM vector_store_chunks_fts WHERE vector_store_chunks_fts "
+            "MATCH ? LIMIT ?)",
+            (match, cap),
+        )
+    )
+
+
+def pg_lexeme_shares(conn: Conn) -> dict[str, float]:
+    """The share of all chunks each of the commonest lexemes is in, from the statistics ANALYZE (autovacuum)
+    keeps for the planner: about a thousand lexemes of the ``tsv`` column. Empty before the first ANALYZE."""
+    row = conn.fetchone(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+        "WHERE schemaname = current_schema() AND tablename = 'vector_store_chunks' AND attname = 'tsv'"
+    )
+    if row is None or row[0] is None or row[1] is None:
+        return {}
+    return {e: float(f) for e, f in zip(row[0], row[1], strict=False)}
+
+
+def pg_lexemes(conn: Conn, words: Sequence[str]) -> dict[str, list[str]]:
+    """What each word becomes in the English text search configuration (stemmed; [] for a stopword)."""
+    rows = conn.fetchall(
+        "SELECT u.w, tsvector_to_array(to_tsvector('english', u.w)) FROM unnest(?::text[]) AS u(w)", [list(words)]
+    )
+    return {r[0]: list(r[1]) for r in rows}
 
 
 def _saturate(score: float, half: float) -> float:
