@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-
-import pytest
+from collections.abc import Callable
+from typing import cast
 
 from assistantd.api import sse
-from assistantd.engine.bus import EventBus
+from assistantd.engine.bus import Event, EventBus
 
 
 async def _read_all(bus: EventBus, run_id: str, feed: list[tuple[float, str, bytes]]) -> bytes:
@@ -34,11 +34,27 @@ def test_events_arrive_in_order_with_done_last() -> None:
     assert body == expected + b"event: done\ndata: [DONE]\n\n"
 
 
-def test_a_quiet_stream_gets_keep_alive_comments(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.05)
-    feed = [(0.0, "thread.run.created", b"{}"), (0.3, "thread.run.completed", b"{}")]
-    body = asyncio.run(_read_all(EventBus(), "run_2", feed))
-    assert body.count(b": keep-alive\n\n") >= 2
+async def _quiet_stream(keepalive: float) -> bytes:
+    """A run that says nothing until the stream has sent two keep-alives, then completes.
+
+    Paced by what the stream writes, not by sleeping: the run's next event is published only once the
+    reader has seen the comments, so the test holds however slow the machine is.
+    """
+    bus = EventBus()
+    sub = bus.subscribe("run_2")
+    bus.publish("run_2", "thread.run.created", b"{}")
+    body = b""
+    async for chunk in sse._frames([("thread.created", {"id": "t"})], sub, keepalive):
+        body += chunk
+        if body.count(b": keep-alive\n\n") == 2:
+            bus.publish("run_2", "thread.run.completed", b"{}")
+            bus.end("run_2")
+    return body
+
+
+def test_a_quiet_stream_gets_keep_alive_comments() -> None:
+    body = asyncio.run(_quiet_stream(keepalive=0.01))
+    assert body.count(b": keep-alive\n\n") == 2
     without = body.replace(b": keep-alive\n\n", b"")
     assert without == (
         b'event: thread.created\ndata: {"id":"t"}\n\n'
@@ -48,8 +64,58 @@ def test_a_quiet_stream_gets_keep_alive_comments(monkeypatch: pytest.MonkeyPatch
     )
 
 
-def test_a_busy_stream_gets_no_keep_alive(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sse, "KEEPALIVE_SECONDS", 0.1)
-    feed = [(0.02, "thread.message.delta", b"{}") for _ in range(20)]  # never 0.1 s quiet
-    body = asyncio.run(_read_all(EventBus(), "run_3", feed))
-    assert b"keep-alive" not in body
+class _ManualLoop:
+    """The two loop methods the keep-alive timer uses, with time moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        self.timers.append((when, callback))
+        return cast(asyncio.TimerHandle, _NoHandle())
+
+    def advance_to(self, when: float) -> None:
+        """Moves the clock to ``when``, firing each timer due by then (in order, as a loop would)."""
+        while self.timers and min(t for t, _ in self.timers) <= when:
+            due = min(self.timers, key=lambda t: t[0])
+            self.timers.remove(due)
+            self.now = due[0]
+            due[1]()
+        self.now = when
+
+
+class _NoHandle:
+    def cancel(self) -> None:
+        pass
+
+
+def _markers(queue: asyncio.Queue[Event]) -> int:
+    n = 0
+    while not queue.empty():
+        assert queue.get_nowait() is sse._KEEPALIVE
+        n += 1
+    return n
+
+
+def test_the_keep_alive_timer_counts_quiet_time_from_the_last_write() -> None:
+    loop = _ManualLoop()
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    quiet = sse._Quiet(cast(asyncio.AbstractEventLoop, loop), queue, interval=15.0)
+
+    # Events written every 10 s: the stream is never 15 s quiet, so no keep-alive however long it runs.
+    for _ in range(10):
+        loop.advance_to(loop.now + 10.0)
+        quiet.last = loop.now  # what _frames does after each write
+    assert _markers(queue) == 0
+
+    # Then silence: one keep-alive 15 s after the last write, and one every 15 s after that.
+    loop.advance_to(quiet.last + 14.9)
+    assert _markers(queue) == 0
+    loop.advance_to(quiet.last + 15.0)
+    assert _markers(queue) == 1
+    loop.advance_to(loop.now + 45.0)
+    assert _markers(queue) == 3

@@ -27,10 +27,12 @@ def frame(name: str, data: bytes) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
 
 
-async def _frames(prefix: Iterable[Event], sub: Subscription) -> AsyncIterator[bytes]:
+async def _frames(
+    prefix: Iterable[Event], sub: Subscription, keepalive: float = KEEPALIVE_SECONDS
+) -> AsyncIterator[bytes]:
     queue = sub.queue
     loop = asyncio.get_running_loop()
-    quiet = _Quiet(loop, queue)
+    quiet = _Quiet(loop, queue, keepalive)
     try:
         for name, data in prefix:
             yield frame(name, data if isinstance(data, bytes) else orjson.dumps(data))
@@ -75,32 +77,35 @@ async def _frames(prefix: Iterable[Event], sub: Subscription) -> AsyncIterator[b
 
 
 class _Quiet:
-    """Puts a keep-alive marker in the queue once the stream has been quiet for ``KEEPALIVE_SECONDS``.
+    """Puts a keep-alive marker in the queue once the stream has been quiet for ``interval`` seconds.
 
     One timer per quiet period, re-armed lazily from the time of the last write: a timeout around every
     ``queue.get()`` (``asyncio.wait_for``) costs a task and a timer per event.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event], interval: float) -> None:
         self.loop = loop
         self.queue = queue
+        self.interval = interval
         self.last = loop.time()
-        self.handle = loop.call_at(self.last + KEEPALIVE_SECONDS, self._fire)
+        self.handle = loop.call_at(self.last + interval, self._fire)
 
     def _fire(self) -> None:
         now = self.loop.time()
-        if now - self.last >= KEEPALIVE_SECONDS:
+        if now - self.last >= self.interval:
             self.queue.put_nowait(_KEEPALIVE)
             self.last = now
-        self.handle = self.loop.call_at(self.last + KEEPALIVE_SECONDS, self._fire)
+        self.handle = self.loop.call_at(self.last + self.interval, self._fire)
 
     def cancel(self) -> None:
         self.handle.cancel()
 
 
-def sse_response(sub: Subscription, prefix: Iterable[Event] = ()) -> StreamingResponse:
+def sse_response(
+    sub: Subscription, prefix: Iterable[Event] = (), keepalive: float = KEEPALIVE_SECONDS
+) -> StreamingResponse:
     return StreamingResponse(
-        _frames(list(prefix), sub),
+        _frames(list(prefix), sub, keepalive),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

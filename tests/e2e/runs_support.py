@@ -173,6 +173,23 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedUpstr
         scripted.stop()
 
 
+def serve_on_backend(
+    name: str,
+    backend: str,
+    upstream: ScriptedUpstream,
+    tmp: pytest.TempPathFactory,
+    postgres: Callable[[], str],
+    *flags: str,
+) -> Iterator[RemoteServer]:
+    """A server on this test's backend whose every model is served by the scripted upstream."""
+    yield from serve(
+        f"{name}[{backend}]",
+        tmp.mktemp(f"{name}-{backend}"),
+        database_url=postgres() if backend == "postgres" else "",
+        extra_args=server_flags(upstream, *flags),
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def runs_server(
     backend: str,
@@ -180,13 +197,7 @@ def runs_server(
     tmp_path_factory: pytest.TempPathFactory,
     postgres: Callable[[], str],
 ) -> Iterator[RemoteServer]:
-    """A server whose every model is served by the scripted upstream."""
-    yield from serve(
-        f"runs[{backend}]",
-        tmp_path_factory.mktemp(f"runs-{backend}"),
-        database_url=postgres() if backend == "postgres" else "",
-        extra_args=server_flags(upstream),
-    )
+    yield from serve_on_backend("runs", backend, upstream, tmp_path_factory, postgres)
 
 
 @pytest.fixture(scope="session")
@@ -196,13 +207,11 @@ def expiry_server(
     tmp_path_factory: pytest.TempPathFactory,
     postgres: Callable[[], str],
 ) -> Iterator[RemoteServer]:
-    """A server whose runs expire one second after creation, looked for five times a second."""
-    yield from serve(
-        f"expiry[{backend}]",
-        tmp_path_factory.mktemp(f"expiry-{backend}"),
-        database_url=postgres() if backend == "postgres" else "",
-        extra_args=server_flags(upstream, "--run-expiry-seconds", "1", "--reap-interval-seconds", "0.2"),
-    )
+    """Runs expire one second after creation, looked for five times a second."""
+    yield from serve_on_backend(
+        "expiry", backend, upstream, tmp_path_factory, postgres,
+        "--run-expiry-seconds", "1", "--reap-interval-seconds", "0.2",
+    )  # fmt: skip
 
 
 @pytest.fixture

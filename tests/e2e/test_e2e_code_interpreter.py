@@ -16,8 +16,7 @@ from .runs_support import ScriptedUpstream, new_model
 pytestmark = E2E_MARKS
 
 TREATMENTS = (
-    "Treatment A: [45, 42, 39, 47, 41, 43, 40, 44, 38, 46]\n"
-    "Treatment B: [52, 49, 51, 47, 50, 53, 48, 51, 49, 50]"
+    "Treatment A: [45, 42, 39, 47, 41, 43, 40, 44, 38, 46]\nTreatment B: [52, 49, 51, 47, 50, 53, 48, 51, 49, 50]"
 )
 TTEST = (
     "from scipy.stats import ttest_ind\n"
@@ -29,8 +28,9 @@ TTEST = (
 
 
 def _client(server: RemoteServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY_A, max_retries=0, timeout=120.0,
-                         _strict_response_validation=True)
+    return openai.OpenAI(
+        base_url=server.base_url, api_key=KEY_A, max_retries=0, timeout=120.0, _strict_response_validation=True
+    )
 
 
 def _code_call(code: str) -> dict[str, Any]:
@@ -120,12 +120,12 @@ def test_files_in_and_out_and_a_chart_become_files_annotations_and_images(
     client = _client(runs_server)
     uploaded = client.files.create(file=("sales.csv", b"amount\n1\n2\n3\n"), purpose="assistants")
     assistant = client.beta.assistants.create(
-        model=model, tools=[{"type": "code_interpreter"}],
+        model=model,
+        tools=[{"type": "code_interpreter"}],
         tool_resources={"code_interpreter": {"file_ids": [uploaded.id]}},
     )
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Double the sales, chart them."}])
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=100)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100)
     assert run.status == "completed", run.last_error
 
     steps = list(client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc"))
@@ -153,9 +153,12 @@ def test_a_thread_keeps_its_session_between_runs_and_errors_go_back_to_the_model
     model = new_model()
     upstream.script(
         model,
-        _code_call("x = 41\nopen('/mnt/data/note.txt', 'w').write('kept')"), {"text": "Stored."},
-        _code_call("print(x + 1, open('/mnt/data/note.txt').read())"), {"text": "42."},
-        _code_call("1 / 0"), {"text": "That divides by zero."},
+        _code_call("x = 41\nopen('/mnt/data/note.txt', 'w').write('kept')"),
+        {"text": "Stored."},
+        _code_call("print(x + 1, open('/mnt/data/note.txt').read())"),
+        {"text": "42."},
+        _code_call("1 / 0"),
+        {"text": "That divides by zero."},
     )
     client = _client(runs_server)
     assistant = client.beta.assistants.create(model=model, tools=[{"type": "code_interpreter"}])
@@ -163,8 +166,9 @@ def test_a_thread_keeps_its_session_between_runs_and_errors_go_back_to_the_model
     outputs = []
     for _ in range(3):
         client.beta.threads.messages.create(thread_id=thread.id, role="user", content="go on")
-        run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                       poll_interval_ms=100)
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100
+        )
         assert run.status == "completed", run.last_error
         step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
         outputs.append(step.step_details.tool_calls[0].code_interpreter.outputs)  # type: ignore[union-attr]
@@ -186,8 +190,7 @@ def test_the_sandbox_has_no_network(runs_server: RemoteServer, upstream: Scripte
     client = _client(runs_server)
     assistant = client.beta.assistants.create(model=model, tools=[{"type": "code_interpreter"}])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "reach the server"}])
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=100)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100)
     step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
     logs = step.step_details.tool_calls[0].code_interpreter.outputs[0].logs  # type: ignore[union-attr]
     assert logs.startswith("blocked") and "CONNECTED" not in logs

@@ -22,8 +22,9 @@ MENU = "# Canteen\n\nThe canteen serves lentil soup on Mondays and fish on Frida
 
 
 def _client(server: RemoteServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=KEY_A, max_retries=0, timeout=120.0,
-                         _strict_response_validation=True)
+    return openai.OpenAI(
+        base_url=server.base_url, api_key=KEY_A, max_retries=0, timeout=120.0, _strict_response_validation=True
+    )
 
 
 def _stores(client: openai.OpenAI) -> Any:
@@ -46,13 +47,15 @@ def test_a_file_search_run_cites_the_file_it_used(runs_server: RemoteServer, ups
     answer = "Priya descales it every Tuesday【0:0†guide.md】."
     upstream.script(model, _search_call("who descales the coffee machine"), {"text": answer})
     assistant = client.beta.assistants.create(
-        model=model, tools=[{"type": "file_search"}],
+        model=model,
+        tools=[{"type": "file_search"}],
         tool_resources={"file_search": {"vector_store_ids": [store.id]}},
     )
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "Who descales the coffee machine?"}])
     extra: dict[str, Any] = {"include": [INCLUDE]} if accepts(client.beta.threads.runs.create, "include") else {}
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=100, **extra)
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100, **extra
+    )
     assert run.status == "completed", run.last_error
 
     # The model read the best chunk under the marker it then cited.
@@ -87,8 +90,7 @@ def test_with_no_store_the_model_is_told_there_is_nothing_to_search(
     upstream.script(model, _search_call("anything"), {"text": "I found nothing."})
     assistant = client.beta.assistants.create(model=model, tools=[{"type": "file_search"}])
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "search"}])
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=100)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100)
     assert run.status == "completed"
     assert "nothing to search" in upstream.requests(model)[1]["messages"][-1]["content"]
 
@@ -103,7 +105,9 @@ def test_a_file_attached_for_file_search_is_searched_through_the_threads_store(
     assistant = client.beta.assistants.create(model=model, tools=[{"type": "file_search"}])
     thread = client.beta.threads.create()
     client.beta.threads.messages.create(
-        thread_id=thread.id, role="user", content="What does the canteen serve on Fridays?",
+        thread_id=thread.id,
+        role="user",
+        content="What does the canteen serve on Fridays?",
         attachments=[{"file_id": menu.id, "tools": [{"type": "file_search"}]}],
     )
     store_ids = client.beta.threads.retrieve(thread.id).tool_resources.file_search.vector_store_ids  # type: ignore[union-attr]
@@ -112,8 +116,7 @@ def test_a_file_attached_for_file_search_is_searched_through_the_threads_store(
     assert store.expires_after is not None and store.expires_after.days == 7
 
     # The run waits for the thread's store to finish ingesting before it searches.
-    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
-                                                   poll_interval_ms=100)
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100)
     assert run.status == "completed", run.last_error
     told = upstream.requests(model)[1]["messages"][-1]["content"]
     assert told.startswith("【0:0†menu.md】") and "fish on Fridays" in told

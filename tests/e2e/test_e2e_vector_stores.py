@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from .remote import E2E_MARKS, accepts, pages_with_data
+from .runs_support import wait_for
 
 pytestmark = E2E_MARKS
 
@@ -164,10 +165,7 @@ def test_search_with_attribute_filters(client: openai.OpenAI) -> None:
             api.files.create(vector_store_id=store.id, file_id=uploaded.id, attributes=attributes)
         else:  # SDK 1.40 predates attributes: the same field goes in the body
             api.files.create(vector_store_id=store.id, file_id=uploaded.id, extra_body={"attributes": attributes})
-    deadline = time.monotonic() + 60
-    while api.retrieve(store.id).file_counts.in_progress:
-        assert time.monotonic() < deadline, "ingestion did not finish"
-        time.sleep(0.1)
+    wait_for("ingestion to finish", lambda: api.retrieve(store.id).file_counts.in_progress == 0, timeout=60)
 
     recent = search(client, store.id, query="anything at all", filters={"type": "gte", "key": "year", "value": 2020})
     assert sorted(h["filename"] for h in recent) == ["bread.md", "owls.txt"]
@@ -193,10 +191,7 @@ def test_assistant_and_thread_stores(client: openai.OpenAI) -> None:
     )
     assert assistant.tool_resources is not None and assistant.tool_resources.file_search is not None
     [store_id] = assistant.tool_resources.file_search.vector_store_ids or []
-    deadline = time.monotonic() + 60
-    while stores(client).retrieve(store_id).status != "completed":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_for("the assistant's store", lambda: stores(client).retrieve(store_id).status == "completed", timeout=60)
     assert search(client, store_id, query="owls")[0]["file_id"] == uploaded.id
     with pytest.raises(openai.BadRequestError, match="No vector store found"):
         client.beta.threads.create(tool_resources={"file_search": {"vector_store_ids": ["vs_doesnotexist"]}})
