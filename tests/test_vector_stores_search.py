@@ -297,6 +297,59 @@ def test_words_common_to_most_chunks_are_left_out_of_the_keyword_query(api: Api)
     assert keyword(["notes", "zebra"]) == [docs["zebra.txt"]]  # "notes" (4 of 5 chunks) is common too
 
 
+def test_a_query_ranks_its_rarest_words_within_the_match_budget(api: Api) -> None:
+    c = api.client
+    docs = {
+        "a1.txt": "Alpha particles and the detector.",
+        "a2.txt": "Alpha decay of radium.",
+        "b1.txt": "Beta testers filed reports.",
+        "b2.txt": "Beta blockers slow the heart.",
+        "g.txt": "Gamma rays from a pulsar.",
+        "other.txt": "Nothing to see here.",
+    }
+    vs, _ = store_with(c, docs)
+    if api.backend == "postgres":
+        execute(api, "ANALYZE vector_store_chunks")
+        shares = call(api, api.app.state.services.db.read, vrows.pg_lexeme_shares)
+    else:
+        shares = None
+
+    def keyword(words: list[str], **budget: Any) -> list[str]:
+        def tx(conn: Any) -> list[str]:
+            row = vrows.get_store(conn, "default", vs)
+            assert row is not None
+            found = vrows.keyword_search(
+                conn, store_seqs={vs: row.seq}, files=None, words=words, limit=10, chunks=6,
+                lexeme_shares=shares, **budget,
+            )  # fmt: skip
+            return sorted(name for name, text in docs.items() if text in texts(conn, found))
+
+        return call(api, api.app.state.services.db.read, tx)
+
+    def texts(conn: Any, found: list[tuple[int, float]]) -> set[str]:
+        return {text for _, text in vrows.chunk_texts(conn, [seq for seq, _ in found]).values()}
+
+    # Each word is in at most 2 of 6 chunks, but together they match 5. With a budget of 3 matches the
+    # rarest words are ranked (gamma: 1, then alpha: 2) and beta, as common as alpha but later, is left out.
+    assert keyword(["alpha", "beta", "gamma"], common_min=3, common_share=0.25) == ["a1.txt", "a2.txt", "g.txt"]
+    # A budget that fits them all ranks them all.
+    assert keyword(["beta", "alpha", "gamma"], common_min=5, common_share=0.25) == [
+        "a1.txt", "a2.txt", "b1.txt", "b2.txt", "g.txt",
+    ]  # fmt: skip
+    # The ceiling holds however large the share would make the budget.
+    assert keyword(["beta", "gamma"], common_min=1, common_share=1.0, ceiling=1) == ["g.txt"]
+    # Words that match nothing cost nothing and do not stop the others.
+    assert keyword(["zzyzx", "gamma"], common_min=1, common_share=0.0) == ["g.txt"]
+
+
+def test_affordable_keeps_the_rarest_words_in_query_order() -> None:
+    counts = {"common": 50, "mid": 20, "rare": 3, "rarer": 1, "none": 0}
+    assert vrows.affordable(["common", "mid", "rare", "rarer", "none"], counts, 24) == ["mid", "rare", "rarer"]
+    assert vrows.affordable(["common", "mid", "rare", "rarer"], counts, 10) == ["rare", "rarer"]
+    assert vrows.affordable(["common", "mid"], counts, 10) == []  # even the rarest is over: caller ANDs them
+    assert vrows.affordable(["none"], counts, 10) == []
+
+
 def test_the_vector_index_agrees_with_an_exact_scan(api: Api, corpus: tuple[str, dict[str, str]]) -> None:
     """PostgreSQL: the HNSW path (taken for large stores) against the exact scan; SQLite: the in-process
     matrix against cosines computed here from the stored vectors."""

@@ -232,7 +232,11 @@ class VectorSearch:
             return [[] for _ in queries]
         store_seqs = {sid: row.seq for sid, row in fresh.items()}
         narrowed = sorted(allowed) if allowed is not None else None
-        share = vrows.HYBRID_COMMON_SHARE if hybrid else vrows.KEYWORD_COMMON_SHARE
+        share, ceiling = (
+            (vrows.HYBRID_COMMON_SHARE, vrows.HYBRID_MATCH_CEILING)
+            if hybrid
+            else (vrows.KEYWORD_COMMON_SHARE, vrows.KEYWORD_MATCH_CEILING)
+        )
         shares = self._lexeme_shares(conn) if conn.dialect == "postgres" else None
         return [
             vrows.keyword_search(
@@ -243,6 +247,7 @@ class VectorSearch:
                 limit=CANDIDATES,
                 chunks=sum(row.chunk_count for row in fresh.values()),
                 common_share=share,
+                ceiling=ceiling,
                 lexeme_shares=shares,
             )
             for query in queries

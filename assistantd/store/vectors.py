@@ -36,12 +36,18 @@ HNSW_MIN_CHUNKS = 5_000  # PostgreSQL: below this many chunks an exact scan is a
 # FTS5's BM25 (negated) and ts_rank with length normalisation live on very different scales.
 BM25_HALF = 20.0
 TS_RANK_HALF = 0.01
-# A keyword in more than this share of the chunks searched (and in at least COMMON_MIN of them) is too
-# common to rank by (see keyword_search). Beside vectors, keywords only need to lift rare terms: there the
-# benchmark's quality held down to a 2% share, and 5% keeps ranking at 100k chunks near 15 ms.
+# Ranking costs per matching chunk (FTS5's bm25 or ts_rank reads each one's positions), so a query ranks at
+# most a budget of matches: its rarest words, together in no more than this share of the chunks searched
+# (and never fewer than COMMON_MIN, never more than the ceiling); more common words are left out, as
+# stopwords are (see keyword_search). Beside vectors, keywords only need to lift rare terms: there the
+# benchmark's quality held down to a 2% share, and the ceiling keeps a 1M-chunk store's ranking near the
+# cost of a 100k one's. Keywords alone prune only past the store's size (their quality fell with a
+# budget of a quarter of it) and the larger ceiling.
 HYBRID_COMMON_SHARE = 0.05
-KEYWORD_COMMON_SHARE = 0.25  # keywords alone: prune less (keyword-only quality fell from a 10% share down)
-COMMON_MIN = 2000
+HYBRID_MATCH_CEILING = 8_000
+KEYWORD_COMMON_SHARE = 1.0
+KEYWORD_MATCH_CEILING = 50_000
+COMMON_MIN = 4000
 
 
 def _marks(n: int) -> str:
@@ -467,29 +473,31 @@ def keyword_search(
     chunks: int = 0,
     common_share: float = KEYWORD_COMMON_SHARE,
     common_min: int = COMMON_MIN,
+    ceiling: int = KEYWORD_MATCH_CEILING,
     lexeme_shares: Mapping[str, float] | None = None,
 ) -> list[tuple[int, float]]:
     """(chunk seq, relevance in [0, 1)) best first by keywords: BM25 (SQLite FTS5) or ts_rank divided by
     1 + log(length) (PostgreSQL), saturated as ``s / (s + K)``. Any of the words may match.
 
     ``files`` (file seqs) narrows the search to those files; None searches every file of the stores.
-    ``chunks`` (how many the stores hold) sets what counts as a common word: ranking costs about a
-    microsecond per matching chunk, so a word in more than ``common_share`` of them (and at least
-    ``common_min`` chunks) is left out of the query, as stopwords are; it would add little to the ranking
-    (its IDF is low) and most of the cost. When every word is common, chunks must contain them all.
-    SQLite counts each word's chunks (up to the cap: cheap in FTS5); PostgreSQL, where counting is not
-    cheap, goes by ``lexeme_shares``, the planner's statistics of the commonest lexemes (see
-    ``pg_lexeme_shares``), and prunes nothing without them.
+    ``chunks`` (how many the stores hold) sets the match budget: ranking costs about a microsecond (FTS5)
+    to ten (ts_rank) per matching chunk, so the query keeps its rarest words while together they match no
+    more than ``common_share`` of the chunks (at least ``common_min``, at most ``ceiling``); the words left
+    out are common ones, which would add little to the ranking (their IDF is low) and most of the cost.
+    When even the rarest word is over the budget, chunks must contain every word. Each word's matches are
+    counted up to the budget (cheap: no ranking); on PostgreSQL, words made of the commonest lexemes are
+    estimated from the planner's statistics instead (``lexeme_shares``, see ``pg_lexeme_shares``).
     """
     if not words or not store_seqs or (files is not None and not files):
         return []
+    budget = min(ceiling, max(common_min, int(common_share * chunks)))
     if conn.dialect == "sqlite":
-        cap = max(common_min, int(common_share * chunks))
         scope = f"scope : ({' OR '.join(f'v{seq}' for seq in store_seqs.values())})"
         if files is not None and len(files) <= 256:
             scope += f" AND scope : ({' OR '.join(f'f{s}' for s in files)})"
             files = None
-        rare = [w for w in words if _fts5_count(conn, f"{scope} AND body : ({_fts5_any([w])})", cap) < cap]
+        counts = {w: _fts5_count(conn, f"{scope} AND body : ({_fts5_any([w])})", budget + 1) for w in words}
+        rare = affordable(words, counts, budget)
         body = _fts5_any(rare) if rare else " AND ".join(_fts5_any([w]) for w in words)
         rows = conn.fetchall(
             "SELECT rowid, -bm25(vector_store_chunks_fts, 0.0, 1.0) AS score FROM vector_store_chunks_fts "
@@ -507,16 +515,10 @@ def keyword_search(
     if files is not None:
         where += " AND c.vsf_seq = ANY(?)"
         params.append(list(files))
-    rare = list(words)
-    if lexeme_shares and chunks > common_min:
-        share = max(common_share, common_min / chunks)  # the same cut as SQLite's count
-        lexemes = pg_lexemes(conn, words)
-
-        def common(word: str) -> bool:  # each of its lexemes is in more than `share` of all chunks
-            found = lexemes.get(word) or []
-            return bool(found) and all(lexeme_shares.get(x, 0.0) > share for x in found)
-
-        rare = [w for w in words if not common(w)]
+    # Narrowed to some files, the table-wide statistics say little: count.
+    counts = _pg_estimates(conn, words, chunks, lexeme_shares) if lexeme_shares and files is None else {}
+    counts.update(_pg_counts(conn, where, params, [w for w in words if w not in counts], budget + 1))
+    rare = affordable(words, counts, budget)
     query = _tsquery_any(rare) if rare else " & ".join(_tsquery_any([w]) for w in words)
     rows = conn.fetchall(
         f"SELECT c.seq, ts_rank(c.tsv, q, 1) AS score FROM vector_store_chunks c, to_tsquery('english', ?) q "
@@ -524,6 +526,22 @@ def keyword_search(
         [query, *params, limit],
     )
     return [(int(r[0]), _saturate(float(r[1]), TS_RANK_HALF)) for r in rows]
+
+
+def affordable(words: Sequence[str], counts: Mapping[str, int], budget: int) -> list[str]:
+    """The rarest words (in the query's order) whose matches together stay within ``budget``; words that
+    match nothing are left out. Empty when even the rarest word is over the budget."""
+    kept: set[str] = set()
+    total = 0
+    for word in sorted(words, key=lambda w: counts[w]):  # stable: equally common words in query order
+        n = counts[word]
+        if n == 0:
+            continue
+        if total + n > budget:
+            break
+        kept.add(word)
+        total += n
+    return [w for w in words if w in kept]
 
 
 def _fts5_count(conn: Conn, match: str, cap: int) -> int:
@@ -535,6 +553,33 @@ def _fts5_count(conn: Conn, match: str, cap: int) -> int:
             (match, cap),
         )
     )
+
+
+def _pg_estimates(conn: Conn, words: Sequence[str], chunks: int, shares: Mapping[str, float]) -> dict[str, int]:
+    """PostgreSQL: how many of ``chunks`` each word matches, estimated from the statistics for the words made
+    only of the commonest lexemes (the share of the whole table, taken as the store's), and 0 for stopwords.
+    Words with a lexeme rarer than those are left out: they are rare, so counting them is cheap."""
+    out: dict[str, int] = {}
+    for word, lexemes in pg_lexemes(conn, words).items():
+        if not lexemes:
+            out[word] = 0
+        elif all(x in shares for x in lexemes):  # it matches no more chunks than its rarest lexeme
+            out[word] = round(min(shares[x] for x in lexemes) * chunks)
+    return out
+
+
+def _pg_counts(conn: Conn, where: str, params: list[Any], words: Sequence[str], cap: int) -> dict[str, int]:
+    """PostgreSQL: how many chunks each word matches, counting no further than ``cap``, in one round trip.
+    The GIN index answers each word without reading the chunks' tsvectors (no ranking, no recheck)."""
+    if not words:
+        return {}
+    rows = conn.fetchall(
+        f"SELECT u.i, (SELECT count(*) FROM (SELECT 1 FROM vector_store_chunks c WHERE {where} "
+        "AND c.tsv @@ to_tsquery('english', u.q) LIMIT ?) m) "
+        "FROM unnest(?::text[]) WITH ORDINALITY AS u(q, i)",
+        [*params, cap, [_tsquery_any([w]) for w in words]],
+    )
+    return {words[int(r[0]) - 1]: int(r[1]) for r in rows}
 
 
 def pg_lexeme_shares(conn: Conn) -> dict[str, float]:
