@@ -283,6 +283,7 @@ def test_words_common_to_most_chunks_are_left_out_of_the_keyword_query(api: Api)
                 limit=10,
                 chunks=5,
                 common_min=3,
+                common_share=0.5,  # a budget of 3 matches
                 lexeme_shares=shares,
             )
             assert all(0 < score < 1 for _, score in found)
