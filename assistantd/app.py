@@ -30,7 +30,7 @@ from assistantd.service.threads import ThreadService
 from assistantd.service.vector_stores import VectorStoreService
 from assistantd.settings import Settings
 from assistantd.store import open_database
-from assistantd.store.blobs import LocalBlobStore
+from assistantd.store.blobs import open_blob_store
 from assistantd.tools.code_interpreter import CodeInterpreter, sandbox_config_from_settings
 from assistantd.tools.code_interpreter.tool import CodeInterpreterTool
 from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer
@@ -43,7 +43,7 @@ SWEEP_SECONDS = 60.0
 
 def build_services(settings: Settings) -> Services:
     db = open_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
-    blobs = LocalBlobStore(settings.data_path / "files")
+    blobs = open_blob_store(db, settings.data_path)
     router = ModelRouter.from_config(
         base_url=settings.upstream_base_url,
         api_key=settings.upstream_api_key,
@@ -98,6 +98,9 @@ async def _sweep(services: Services) -> None:
             if removed:
                 log.info("expired files removed count=%d", removed)
             await services.vector_stores.expire_due()
+            swept = await services.files.sweep_blobs()
+            if swept:
+                log.info("half-written file bytes removed count=%d", swept)
         except Exception:
             log.exception("expiry sweep failed; will retry")
         await asyncio.sleep(SWEEP_SECONDS)

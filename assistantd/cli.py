@@ -27,9 +27,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | N
                 s.flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
-            parser.add_argument(
-                s.flag, dest=s.name, type=s.type, default=None, metavar=s.name.upper(), help=help_text
-            )
+            parser.add_argument(s.flag, dest=s.name, type=s.type, default=None, metavar=s.name.upper(), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="Create or upgrade the database schema, then exit.")
     migrate.add_argument("--config")
     _add_setting_flags(migrate, ["data_dir", "database_url"])
+
+    blobs = sub.add_parser("blobs", help="Manage stored file bytes.")
+    blobs_sub = blobs.add_subparsers(dest="blobs_command", required=True)
+    move = blobs_sub.add_parser(
+        "migrate",
+        help="Move the data folder's file bytes into the PostgreSQL database (idempotent, resumable).",
+        description="Copy every file's bytes from the data folder into the PostgreSQL database, where all "
+        "replicas read them. Safe to interrupt and run again: files already moved are skipped, a file cut "
+        "short is written again. The folder is left as it was; remove it once nothing is left to move.",
+    )
+    move.add_argument("--config")
+    move.add_argument("--limit", type=int, default=None, help="Move at most this many files in this run.")
+    _add_setting_flags(move, ["data_dir", "database_url"])
 
     keys = sub.add_parser("keys", help="Manage API keys (stored hashed in the database).")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -90,9 +101,7 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         try:
-            return all(
-                ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None)
-            )
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
         except OSError:
             return False
 
@@ -133,6 +142,47 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def _migrate_blobs(db: Any, settings: Settings, limit: int | None) -> int:
+    from assistantd.store.blob_migration import move_folder_to_database
+    from assistantd.store.blobs import LocalBlobStore, PostgresBlobStore
+
+    if db.dialect != "postgres":
+        print(
+            "assistantd: the database is SQLite, whose file bytes stay in the data folder; "
+            "give --database-url postgresql://... to move them into PostgreSQL",
+            file=sys.stderr,
+        )
+        return 2
+    folder = settings.data_path / "files"
+    if not folder.is_dir():
+        print(f"assistantd: no file folder at {folder}: nothing to move")
+        return 0
+    source = LocalBlobStore(folder)
+    # A spool folder of its own: a server sharing this data folder keeps its own.
+    target = PostgresBlobStore(db, settings.data_path / "blob-spool-migrate")
+
+    def progress(key: str, size: int) -> None:
+        print(f"moved {key} ({size} bytes)", flush=True)
+
+    report = asyncio.run(move_folder_to_database(source, target, limit=limit, progress=progress))
+    print(
+        f"moved {report.moved} file(s), {report.moved_bytes} bytes; {report.already} already in the database; "
+        f"{report.left} left to move"
+    )
+    if report.orphans:
+        print(
+            f"{len(report.orphans)} file(s) in the folder have no file record and were not moved: "
+            f"{', '.join(report.orphans[:10])}"
+        )
+    if report.missing:
+        print(
+            f"warning: {len(report.missing)} file record(s) have bytes in neither place: "
+            f"{', '.join(report.missing[:10])}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -150,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             print(f"database schema is up to date ({db.dialect})")
+        elif args.command == "blobs":
+            return _migrate_blobs(db, settings, args.limit)
         elif args.keys_command == "create":
             from assistantd.service.keys import create_key
 

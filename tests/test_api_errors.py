@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -230,3 +235,44 @@ def test_error_responses_are_json_for_every_source(make_api: MakeApi) -> None:
         err = r.json()["error"]
         assert set(err) == {"message", "type", "param", "code"}
         assert all(isinstance(err[k], str) for k in ("message", "type"))
+
+
+def test_readiness_needs_no_key_and_names_every_dependency(make_api: MakeApi) -> None:
+    api = make_api(key=None, api_keys="key-a:proj_a")
+    r = api.client.get("/health/ready")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {"database": {"status": "ok"}, "file_storage": {"status": "ok"}}
+
+
+def test_readiness_is_503_naming_what_is_down(make_api: MakeApi, request: pytest.FixtureRequest) -> None:
+    api = make_api(key=None)
+    with contextlib.ExitStack() as restore:
+        if api.backend == "sqlite":
+            # The folder's scratch directory gone (a disk unmounted under the server): writes fail.
+            shutil.rmtree(Path(api.settings.data_dir) / "files" / "tmp")
+            down = {"database": "ok", "file_storage": "down"}
+        else:
+            # The database refuses connections and drops the open ones; the file bytes live there too.
+            name = urlsplit(api.database_url).path.lstrip("/")
+            with psycopg.connect(request.getfixturevalue("pg_server"), autocommit=True) as admin:
+                admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            restore.callback(_allow_connections, request.getfixturevalue("pg_server"), name)
+            down = {"database": "down", "file_storage": "down"}
+        r = api.client.get("/health/ready")
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert {n: check["status"] for n, check in body["checks"].items()} == down
+        assert body["status"] == "unavailable"
+        assert body["error"]["type"] == "server_error" and body["error"]["code"] == "dependency_unavailable"
+        for n, state in down.items():
+            assert (n in body["error"]["message"]) is (state == "down")
+        if api.backend == "sqlite":
+            assert api.client.get("/health").status_code == 200  # liveness stays the cheap database ping
+
+
+def _allow_connections(server_uri: str, name: str) -> None:
+    with psycopg.connect(server_uri, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")

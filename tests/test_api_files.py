@@ -37,9 +37,19 @@ def uploaded(client: TestClient, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return r.json()
 
 
-def blob_files(api: Api) -> list[Path]:
+def stored_bytes(api: Api) -> list[tuple[str, bytes]]:
+    """(key, bytes) of every blob the server holds: in the data folder on SQLite, in the database on
+    PostgreSQL (where the data folder must hold none); half-written ones included."""
     root = Path(api.settings.data_dir) / "files"
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    on_disk = sorted((p.name, p.read_bytes()) for p in root.rglob("*") if p.is_file())
+    if api.backend == "sqlite":
+        return on_disk
+    assert on_disk == []
+    keys = [r[0] for r in api.sql("SELECT key FROM blobs ORDER BY key")]
+    return [
+        (k, b"".join(bytes(r[0]) for r in api.sql("SELECT data FROM blob_chunks WHERE key = ? ORDER BY seq", (k,))))
+        for k in keys
+    ]
 
 
 def file_object(obj: dict[str, Any], conforms: Any) -> None:
@@ -94,7 +104,7 @@ def test_upload_stores_the_exact_bytes_and_serves_them_back(api: Api) -> None:
     assert r.headers["content-type"] == "application/octet-stream"
     assert r.headers["content-length"] == str(len(data))
     assert 'filename="blob.bin"' in r.headers["content-disposition"]
-    assert [p.read_bytes() for p in blob_files(api)] == [data]
+    assert [b for _, b in stored_bytes(api)] == [data]
 
 
 @pytest.mark.parametrize(
@@ -192,7 +202,7 @@ def test_delete_removes_record_and_bytes(api: Api, conforms: Any, expect_error: 
     client = api.client
     keep = uploaded(client, "keep.txt", b"keep")
     gone = uploaded(client, "gone.txt", b"gone")
-    assert len(blob_files(api)) == 2
+    assert len(stored_bytes(api)) == 2
     r = client.delete(f"/v1/files/{gone['id']}")
     assert r.status_code == 200, r.text
     assert r.json() == {"id": gone["id"], "object": "file", "deleted": True}
@@ -200,7 +210,7 @@ def test_delete_removes_record_and_bytes(api: Api, conforms: Any, expect_error: 
     expect_error(client.get(f"/v1/files/{gone['id']}"), 404)
     expect_error(client.get(f"/v1/files/{gone['id']}/content"), 404)
     assert [f["id"] for f in client.get("/v1/files").json()["data"]] == [keep["id"]]
-    assert [p.read_bytes() for p in blob_files(api)] == [b"keep"]
+    assert [b for _, b in stored_bytes(api)] == [b"keep"]
     assert api.count("files") == 1
 
 
@@ -268,11 +278,11 @@ def test_upload_rejects_purposes_clients_may_not_set(
 def test_upload_rejects_bad_expiry(
     shared_api: Api, fields: dict[str, str], param: str, code: str, expect_error: Any
 ) -> None:
-    files, blobs = shared_api.count("files"), blob_files(shared_api)
+    files, blobs = shared_api.count("files"), stored_bytes(shared_api)
     expect_error(upload(shared_api.client, form=fields), 400, code=code, param=param)
     # Checked before the bytes are stored: no record, and no bytes left behind.
     assert shared_api.count("files") == files
-    assert blob_files(shared_api) == blobs
+    assert stored_bytes(shared_api) == blobs
 
 
 def test_upload_over_the_size_limit_is_413_and_leaves_nothing(make_api: Any, expect_error: Any) -> None:
@@ -287,4 +297,4 @@ def test_upload_over_the_size_limit_is_413_and_leaves_nothing(make_api: Any, exp
         contains=("100 bytes",),
     )
     assert api.count("files") == 1
-    assert [p.name for p in blob_files(api)] == [ok["id"]]
+    assert [k for k, _ in stored_bytes(api)] == [ok["id"]]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from assistantd.api.common import ok, ok_page, ok_raw, page_query, project, services
@@ -31,9 +32,7 @@ async def upload(request: Request) -> Response:
     async with request.form(max_files=1, max_fields=20) as form:
         file = form.get("file")
         if not isinstance(file, UploadFile):
-            raise InvalidRequest(
-                "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-            )
+            raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
         purpose = form.get("purpose")
         purpose = check_purpose(purpose if isinstance(purpose, str) else None)
         anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
@@ -54,18 +53,22 @@ async def list_(request: Request) -> Response:
 
 
 async def retrieve(request: Request) -> Response:
-    return ok_raw(
-        await services(request).files.retrieve_raw(project(request), request.path_params["file_id"])
-    )
+    return ok_raw(await services(request).files.retrieve_raw(project(request), request.path_params["file_id"]))
 
 
 async def content(request: Request) -> Response:
     download = await services(request).files.content(project(request), request.path_params["file_id"])
-    return FileResponse(
-        download.path,
+    # Streamed from the blob store in bounded memory, whichever replica stored the bytes.
+    quoted = quote(download.filename)
+    disposition = (
+        f'attachment; filename="{download.filename}"'
+        if quoted == download.filename
+        else f"attachment; filename*=utf-8''{quoted}"
+    )
+    return StreamingResponse(
+        download.chunks,
         media_type=download.media_type,
-        filename=download.filename,
-        content_disposition_type="attachment",
+        headers={"content-length": str(download.size), "content-disposition": disposition},
     )
 
 

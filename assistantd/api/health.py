@@ -1,14 +1,30 @@
-"""GET /health: no auth, for load balancers and scripts. Says whether the database answers."""
+"""Health checks, no auth, for load balancers, orchestrators and scripts.
+
+``GET /health`` is liveness: cheap, it says the process serves HTTP and the database answers.
+``GET /health/ready`` is readiness: every dependency a request may need (the database, the file
+store), each checked, and a 503 that names the ones down, so a load balancer stops sending traffic
+to a replica that would fail it and an operator sees why.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from assistantd import __version__
 from assistantd.api.common import ok, services
 from assistantd.api.errors import envelope
+
+log = logging.getLogger("assistantd.health")
+
+# A dependency that has not answered within this long counts as down (a hung database must not hang
+# the probe, which has its own timeout at the load balancer).
+READY_CHECK_SECONDS = 5.0
 
 
 async def health(request: Request) -> Response:
@@ -19,4 +35,36 @@ async def health(request: Request) -> Response:
     return ok({"status": "ok", "version": __version__})
 
 
-routes = [Route("/health", health, methods=["GET"])]
+async def _check(name: str, probe: Callable[[], Awaitable[object]]) -> dict[str, str]:
+    try:
+        async with asyncio.timeout(READY_CHECK_SECONDS):
+            await probe()
+    except Exception as exc:
+        reason = "did not answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+        log.warning("readiness: %s is down (%s)", name, reason, exc_info=not isinstance(exc, TimeoutError))
+        return {"status": "down", "error": reason}
+    return {"status": "ok"}
+
+
+async def ready(request: Request) -> Response:
+    svc = services(request)
+    names = ("database", "file_storage")
+    results = await asyncio.gather(
+        _check("database", lambda: svc.db.read(lambda conn: conn.fetchval("SELECT 1"))),
+        _check("file_storage", svc.files.check_storage),
+    )
+    checks = dict(zip(names, results, strict=True))
+    down = [name for name, result in checks.items() if result["status"] != "ok"]
+    body: dict[str, object] = {"status": "ok" if not down else "unavailable", "version": __version__, "checks": checks}
+    if down:
+        body["error"] = {
+            "message": f"Not ready: {', '.join(down)} {'is' if len(down) == 1 else 'are'} down.",
+            "type": "server_error",
+            "param": None,
+            "code": "dependency_unavailable",
+        }
+        return JSONResponse(body, status_code=503)
+    return JSONResponse(body)
+
+
+routes = [Route("/health", health, methods=["GET"]), Route("/health/ready", ready, methods=["GET"])]

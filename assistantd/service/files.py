@@ -6,7 +6,6 @@ import logging
 import mimetypes
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from assistantd.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable
@@ -16,7 +15,7 @@ from assistantd.service.common import now, page_or_400
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
 from assistantd.store import vectors as vector_rows
-from assistantd.store.blobs import BlobStore, BlobTooLarge
+from assistantd.store.blobs import BlobMissing, BlobStore, BlobTooLarge
 from assistantd.store.objects import Page, PageQuery
 
 log = logging.getLogger("assistantd.files")
@@ -26,7 +25,8 @@ KIND = "file"
 
 @dataclass(frozen=True)
 class Download:
-    path: Path
+    chunks: AsyncIterator[bytes]
+    size: int
     filename: str
     media_type: str
 
@@ -144,36 +144,51 @@ class FileService:
         obj = await self.db.read(tx)
         if obj is None:
             raise _not_found(file_id)
-        path = self.blobs.path(file_id)
-        if path is None:
+        try:
+            chunks = await self.blobs.read(file_id)
+        except BlobMissing:
             log.error("file %s has a record but no bytes", file_id)
-            raise ServiceUnavailable(f"The content of file {file_id} is not available right now.")
+            raise ServiceUnavailable(f"The content of file {file_id} is not available right now.") from None
         media_type = mimetypes.guess_type(obj["filename"])[0] or "application/octet-stream"
-        return Download(path=path, filename=obj["filename"], media_type=media_type)
+        return Download(chunks=chunks, size=int(obj["bytes"]), filename=obj["filename"], media_type=media_type)
 
     async def delete(self, project: str, file_id: str) -> dict[str, Any]:
-        def tx(conn: Conn) -> bool:
+        def tx(conn: Conn) -> tuple[bool, bool]:
             if not rows.delete(conn, rows.FILES, project, file_id):
-                return False
+                return False, False
             vector_rows.detach_everywhere(conn, project, file_id)  # its chunks leave every vector store
-            return True
+            # In the database's store the bytes go with the record, in this transaction.
+            return True, self.blobs.delete_in(conn, file_id)
 
-        if not await self.db.write(tx):
+        found, bytes_gone = await self.db.write(tx)
+        if not found:
             raise _not_found(file_id)
-        await self.blobs.delete(file_id)
+        if not bytes_gone:
+            await self.blobs.delete(file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
     async def delete_expired(self) -> int:
         """Remove files whose ``expires_after`` has passed, across all projects."""
         moment = now()
 
-        def tx(conn: Conn) -> list[str]:
+        def tx(conn: Conn) -> tuple[list[str], bool]:
             ids = rows.delete_expired_files(conn, moment)
+            gone = True
             for file_id in ids:
                 vector_rows.detach_everywhere(conn, None, file_id)
-            return ids
+                gone = self.blobs.delete_in(conn, file_id) and gone
+            return ids, gone
 
-        ids = await self.db.write(tx)
-        for file_id in ids:
-            await self.blobs.delete(file_id)
+        ids, bytes_gone = await self.db.write(tx)
+        if not bytes_gone:
+            for file_id in ids:
+                await self.blobs.delete(file_id)
         return len(ids)
+
+    async def check_storage(self) -> None:
+        """Raise if file bytes cannot be stored or read now (for readiness)."""
+        await self.blobs.check()
+
+    async def sweep_blobs(self) -> int:
+        """Remove bytes that writers which died half-way left behind."""
+        return await self.blobs.sweep()

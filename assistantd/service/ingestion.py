@@ -26,7 +26,7 @@ import orjson
 from assistantd.store import Database
 from assistantd.store import vectors as vrows
 from assistantd.store.base import Conn
-from assistantd.store.blobs import BlobStore
+from assistantd.store.blobs import BlobMissing, BlobStore
 from assistantd.tools.file_search.chunk import Tokenizer
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
 from assistantd.tools.file_search.parse import ParseError
@@ -175,6 +175,7 @@ class Ingestor:
     async def _run(self, job: vrows.Job) -> None:
         stop = self._jobs[job.seq] = threading.Event()
         started = time.perf_counter()
+        copies = contextlib.AsyncExitStack()  # the file's local copy from the blob store, until the end
         try:
             if job.attempts > MAX_ATTEMPTS:
                 await self._fail(
@@ -184,8 +185,9 @@ class Ingestor:
                     "crashed); add the file again to retry.",
                 )
                 return
-            path = self.blobs.path(job.file_id)
-            if path is None:
+            try:
+                path = await copies.enter_async_context(self.blobs.local_copy(job.file_id))
+            except BlobMissing:
                 await self._fail(job, "invalid_file", f"The content of file {job.file_id} is no longer available.")
                 return
             static = job.obj["chunking_strategy"]["static"]
@@ -228,6 +230,7 @@ class Ingestor:
             with contextlib.suppress(Exception):
                 await self._fail(job, "server_error", "The server failed while processing this file.")
         finally:
+            await copies.aclose()
             self._jobs.pop(job.seq, None)
             self._pulse()
 

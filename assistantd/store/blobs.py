@@ -1,14 +1,38 @@
-"""File bytes, behind a small interface so an object store can replace the folder later."""
+"""File bytes: a folder on the embedded (SQLite) deployment, the shared PostgreSQL database otherwise.
+
+Every reader goes through this interface, never through a path of its own, so on PostgreSQL any
+replica can serve any file: ``read`` streams the bytes in bounded memory, and ``local_copy`` lends a
+path to readers that need one (the sandbox copies files into /mnt/data, the parser opens a file).
+
+On PostgreSQL a blob is a header row in ``blobs`` and its bytes in ``blob_chunks``, 1 MiB per row
+(measured against large objects in bench/blob_store.py). Plain rows, unlike large objects, are
+deleted by an ordinary ``DELETE`` in the same transaction as the file record, cascade from the
+header, and travel with ``pg_dump`` like every other table.
+"""
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import functools
 import os
+import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+
+from assistantd.store.base import Conn, Database
+
+CHUNK_BYTES = 1024 * 1024
+# Chunks fetched or written per database round trip: bounds memory (4 MiB) while keeping the
+# per-transaction overhead small next to the bytes moved.
+CHUNKS_PER_TRIP = 4
+# A PostgreSQL blob still being written after this long belongs to a writer that died (kill -9 in
+# the middle of an upload); the sweep removes it.
+STALE_WRITE_SECONDS = 3600
 
 
 class BlobTooLarge(Exception):
@@ -17,17 +41,52 @@ class BlobTooLarge(Exception):
         self.limit = limit
 
 
+class BlobMissing(KeyError):
+    """No complete bytes are stored under this key (never stored, deleted, or cut short by a delete)."""
+
+
 class BlobStore(abc.ABC):
     @abc.abstractmethod
     async def put(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
         """Store the bytes under ``key``; return their count. Nothing is left behind on failure."""
 
     @abc.abstractmethod
-    def path(self, key: str) -> Path | None:
-        """A local path to read the bytes from, or None when they are missing."""
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        """The bytes as chunks of at most ``CHUNK_BYTES``. Raises ``BlobMissing`` here when there are none
+        (so a caller can answer before it starts a response); a delete racing the stream raises it from
+        the iterator."""
 
     @abc.abstractmethod
-    async def delete(self, key: str) -> None: ...
+    def local_copy(self, key: str) -> contextlib.AbstractAsyncContextManager[Path]:
+        """A local file holding the bytes, valid inside the ``async with``; raises ``BlobMissing``."""
+
+    @abc.abstractmethod
+    async def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the bytes (no error when there are none)."""
+
+    def delete_in(self, conn: Conn, key: str) -> bool:
+        """Remove the bytes inside the caller's database transaction, when they live in that database.
+
+        Returns False when the store cannot (the folder): the caller then calls ``delete`` after commit.
+        """
+        return False
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise if the store cannot be used now (readiness)."""
+
+    async def sweep(self) -> int:
+        """Remove what crashed writers left behind; return how many blobs went."""
+        return 0
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as fh:
+        while chunk := await fh.read(CHUNK_BYTES):
+            yield chunk
 
 
 class LocalBlobStore(BlobStore):
@@ -37,12 +96,16 @@ class LocalBlobStore(BlobStore):
         self.root = root
         (root / "tmp").mkdir(parents=True, exist_ok=True)
 
-    def _path(self, key: str) -> Path:
+    def file_path(self, key: str) -> Path:
         safe = key.replace("/", "_")
         return self.root / safe[-2:] / safe
 
+    def keys(self) -> list[str]:
+        """Every key stored in the folder (for moving them into another store)."""
+        return sorted(p.name for p in self.root.glob("??/*") if p.is_file() and p.parent.name != "tmp")
+
     async def put(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
-        final = self._path(key)
+        final = self.file_path(key)
         tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.part"
         size = 0
         try:
@@ -60,9 +123,188 @@ class LocalBlobStore(BlobStore):
             raise
         return size
 
-    def path(self, key: str) -> Path | None:
-        p = self._path(key)
-        return p if p.exists() else None
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        path = self.file_path(key)
+        if not path.is_file():
+            raise BlobMissing(key)
+        return _file_chunks(path)
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[Path]:
+        path = self.file_path(key)
+        if not path.is_file():
+            raise BlobMissing(key)
+        yield path  # the folder's own file: nothing to copy or remove
+
+    async def exists(self, key: str) -> bool:
+        return self.file_path(key).is_file()
 
     async def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        self.file_path(key).unlink(missing_ok=True)
+
+    async def check(self) -> None:
+        probe = self.root / "tmp" / f"ready-{uuid.uuid4().hex}"
+        await anyio.Path(probe).write_bytes(b"")
+        await anyio.Path(probe).unlink()
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def _begin(conn: Conn, key: str, created_at: float) -> None:
+    # A key left half-written by a writer that died (or by an interrupted migration) starts over.
+    conn.execute("DELETE FROM blobs WHERE key = ? AND NOT complete", (key,))
+    conn.execute(
+        "INSERT INTO blobs (key, bytes, chunks, complete, created_at) VALUES (?, 0, 0, FALSE, ?)",
+        (key, int(created_at)),
+    )
+
+
+def _append(conn: Conn, key: str, first: int, parts: list[bytes]) -> None:
+    # The header must still be ours: a delete racing the upload wins, and the upload fails.
+    if conn.fetchone("SELECT 1 FROM blobs WHERE key = ? AND NOT complete FOR UPDATE", (key,)) is None:
+        raise BlobMissing(key)
+    for i, data in enumerate(parts):
+        conn.execute("INSERT INTO blob_chunks (key, seq, data) VALUES (?, ?, ?)", (key, first + i, data))
+
+
+def _finish(conn: Conn, key: str, size: int, chunks: int) -> None:
+    if not conn.execute(
+        "UPDATE blobs SET bytes = ?, chunks = ?, complete = TRUE WHERE key = ? AND NOT complete", (size, chunks, key)
+    ):
+        raise BlobMissing(key)
+
+
+def _drop(conn: Conn, key: str) -> int:
+    return conn.execute("DELETE FROM blobs WHERE key = ?", (key,))  # its chunks go by ON DELETE CASCADE
+
+
+def _header(conn: Conn, key: str) -> tuple[int, int] | None:
+    row = conn.fetchone("SELECT bytes, chunks FROM blobs WHERE key = ? AND complete", (key,))
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def _chunks(conn: Conn, key: str, first: int, count: int) -> list[bytes]:
+    rows = conn.fetchall(
+        "SELECT data FROM blob_chunks WHERE key = ? AND seq >= ? AND seq < ? ORDER BY seq", (key, first, first + count)
+    )
+    if len(rows) != count:
+        raise BlobMissing(key)  # deleted while being read
+    return [bytes(r[0]) for r in rows]
+
+
+def _sweep(conn: Conn, before: float) -> int:
+    return conn.execute("DELETE FROM blobs WHERE NOT complete AND created_at < ?", (int(before),))
+
+
+class PostgresBlobStore(BlobStore):
+    """Blobs in the shared database, so every replica reads what any replica wrote.
+
+    A put writes its chunks over several short transactions (an upload never holds a pooled connection
+    for its whole length) under a header marked incomplete; readers see the blob only once the last
+    transaction marks it complete. ``spool`` is the local folder for ``local_copy``'s temporary files.
+    """
+
+    def __init__(self, db: Database, spool: Path) -> None:
+        if db.dialect != "postgres":
+            raise ValueError("PostgresBlobStore needs a PostgreSQL database")
+        self.db = db
+        self.spool = spool
+        # Copies left by a process that died inside a local_copy are no use to anyone.
+        shutil.rmtree(spool, ignore_errors=True)
+        spool.mkdir(parents=True, exist_ok=True)
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
+        await self.db.write(functools.partial(_begin, key=key, created_at=time.time()))
+        size = 0
+        seq = 0
+        pending: list[bytes] = []
+        buffer = bytearray()
+        try:
+            async for piece in chunks:
+                size += len(piece)
+                if size > max_bytes:
+                    raise BlobTooLarge(max_bytes)
+                buffer += piece
+                while len(buffer) >= CHUNK_BYTES:
+                    pending.append(bytes(buffer[:CHUNK_BYTES]))
+                    del buffer[:CHUNK_BYTES]
+                if len(pending) >= CHUNKS_PER_TRIP:
+                    await self.db.write(functools.partial(_append, key=key, first=seq, parts=pending))
+                    seq += len(pending)
+                    pending = []
+            if buffer:
+                pending.append(bytes(buffer))
+            if pending:
+                await self.db.write(functools.partial(_append, key=key, first=seq, parts=pending))
+                seq += len(pending)
+            await self.db.write(functools.partial(_finish, key=key, size=size, chunks=seq))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.delete(key)
+            raise
+        return size
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        header = await self.db.read(functools.partial(_header, key=key))
+        if header is None:
+            raise BlobMissing(key)
+        return self._stream(key, header[1])
+
+    async def _stream(self, key: str, count: int) -> AsyncIterator[bytes]:
+        for first in range(0, count, CHUNKS_PER_TRIP):
+            n = min(CHUNKS_PER_TRIP, count - first)
+            for part in await self.db.read(functools.partial(_chunks, key=key, first=first, count=n)):
+                yield part
+
+    @contextlib.asynccontextmanager
+    async def local_copy(self, key: str) -> AsyncIterator[Path]:
+        chunks = await self.read(key)
+        path = self.spool / f"{uuid.uuid4().hex}.blob"
+        try:
+            async with await anyio.open_file(path, "wb") as fh:
+                async for chunk in chunks:
+                    await fh.write(chunk)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def exists(self, key: str) -> bool:
+        return await self.db.read(functools.partial(_header, key=key)) is not None
+
+    async def delete(self, key: str) -> None:
+        await self.db.write(functools.partial(_drop, key=key))
+
+    def delete_in(self, conn: Conn, key: str) -> bool:
+        _drop(conn, key)
+        return True
+
+    async def check(self) -> None:
+        await self.db.read(lambda conn: conn.fetchval("SELECT 1 FROM blobs LIMIT 1"))
+
+    async def sweep(self) -> int:
+        return await self.db.write(functools.partial(_sweep, before=time.time() - STALE_WRITE_SECONDS))
+
+
+def open_blob_store(db: Database, data_path: Path) -> BlobStore:
+    """The database's own store on PostgreSQL (shared by every replica); the data folder on SQLite."""
+    if db.dialect == "postgres":
+        return PostgresBlobStore(db, data_path / "blob-spool")
+    return LocalBlobStore(data_path / "files")
+
+
+def stored_keys(conn: Conn) -> set[str]:
+    """Keys with complete bytes in the database (for the migration command)."""
+    return {str(r[0]) for r in conn.fetchall("SELECT key FROM blobs WHERE complete")}
+
+
+__all__ = [
+    "CHUNK_BYTES",
+    "BlobMissing",
+    "BlobStore",
+    "BlobTooLarge",
+    "LocalBlobStore",
+    "PostgresBlobStore",
+    "open_blob_store",
+    "stored_keys",
+]

@@ -3,6 +3,7 @@ in the ``files`` table), the same objects ``/v1/files`` serves."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import anyio
 from assistantd.ids import new_id
 from assistantd.store import Database
 from assistantd.store import objects as rows
-from assistantd.store.blobs import BlobStore
+from assistantd.store.blobs import BlobMissing, BlobStore
 
 _CHUNK = 1024 * 1024
 
@@ -52,8 +53,13 @@ async def store_output(
     return obj
 
 
-async def lookup(db: Database, blobs: BlobStore, project: str, file_ids: list[str]) -> list[tuple[str, str, Path]]:
-    """(file id, filename, local path) for each id that still names a file with bytes; others are skipped."""
+async def lookup(
+    db: Database, blobs: BlobStore, project: str, file_ids: list[str], copies: contextlib.AsyncExitStack
+) -> list[tuple[str, str, Path]]:
+    """(file id, filename, local path) for each id that still names a file with bytes; others are skipped.
+
+    The paths are the blob store's local copies, valid until ``copies`` closes.
+    """
 
     def tx(conn: Any) -> list[dict[str, Any]]:
         found = (rows.get(conn, rows.FILES, project, fid) for fid in dict.fromkeys(file_ids))
@@ -61,7 +67,9 @@ async def lookup(db: Database, blobs: BlobStore, project: str, file_ids: list[st
 
     out = []
     for record in await db.read(tx):
-        path = blobs.path(record["id"])
-        if path is not None:
-            out.append((record["id"], record["filename"], path))
+        try:
+            path = await copies.enter_async_context(blobs.local_copy(record["id"]))
+        except BlobMissing:
+            continue
+        out.append((record["id"], record["filename"], path))
     return out

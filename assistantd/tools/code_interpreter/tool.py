@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import PurePosixPath
 from typing import Any
@@ -72,14 +73,15 @@ class CodeInterpreterTool(BuiltinTool):
                 code,
                 f"The code interpreter is not available on this server: {self.interpreter.unavailable_reason}",
             )
-        files = [
-            InputFile(fid, name, path)
-            for fid, name, path in await lookup(self.db, self.blobs, ctx.project, _input_file_ids(ctx))
-        ]
-        try:
-            execution = await self.interpreter.execute(f"{ctx.project}:{ctx.thread['id']}", code, files=files)
-        except CodeInterpreterError as exc:
-            return self._failed(ctx, code, str(exc))
+        async with contextlib.AsyncExitStack() as copies:  # the input files' local copies, until copied in
+            files = [
+                InputFile(fid, name, path)
+                for fid, name, path in await lookup(self.db, self.blobs, ctx.project, _input_file_ids(ctx), copies)
+            ]
+            try:
+                execution = await self.interpreter.execute(f"{ctx.project}:{ctx.thread['id']}", code, files=files)
+            except CodeInterpreterError as exc:
+                return self._failed(ctx, code, str(exc))
         outputs: list[dict[str, Any]] = []
         if execution.logs:
             outputs.append({"type": "logs", "logs": execution.logs})
