@@ -158,8 +158,7 @@ def _migrate_blobs(db: Any, settings: Settings, limit: int | None) -> int:
         print(f"assistantd: no file folder at {folder}: nothing to move")
         return 0
     source = LocalBlobStore(folder)
-    # A spool folder of its own: a server sharing this data folder keeps its own.
-    target = PostgresBlobStore(db, settings.data_path / "blob-spool-migrate")
+    target = PostgresBlobStore(db, settings.data_path / "blob-spool")
 
     def progress(key: str, size: int) -> None:
         print(f"moved {key} ({size} bytes)", flush=True)

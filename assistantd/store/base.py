@@ -33,6 +33,11 @@ class Conn(abc.ABC):
     @abc.abstractmethod
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
+    def fetchall_binary(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """``fetchall`` with results sent in the backend's binary format where it has one (PostgreSQL sends
+        ``bytea`` as hex text otherwise: twice the bytes on the wire and a decode)."""
+        return self.fetchall(sql, params)
+
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None

@@ -185,7 +185,7 @@ def _header(conn: Conn, key: str) -> tuple[int, int] | None:
 
 
 def _chunks(conn: Conn, key: str, first: int, count: int) -> list[bytes]:
-    rows = conn.fetchall(
+    rows = conn.fetchall_binary(
         "SELECT data FROM blob_chunks WHERE key = ? AND seq >= ? AND seq < ? ORDER BY seq", (key, first, first + count)
     )
     if len(rows) != count:
@@ -209,10 +209,13 @@ class PostgresBlobStore(BlobStore):
         if db.dialect != "postgres":
             raise ValueError("PostgresBlobStore needs a PostgreSQL database")
         self.db = db
-        self.spool = spool
-        # Copies left by a process that died inside a local_copy are no use to anyone.
-        shutil.rmtree(spool, ignore_errors=True)
-        spool.mkdir(parents=True, exist_ok=True)
+        # A folder per process, so processes sharing a data dir (a server and the migrate command) never
+        # remove each other's copies; those of processes that died inside a local_copy are removed.
+        for old in spool.glob("*") if spool.is_dir() else []:
+            if old.name.isdigit() and (int(old.name) == os.getpid() or not _alive(int(old.name))):
+                shutil.rmtree(old, ignore_errors=True)
+        self.spool = spool / str(os.getpid())
+        self.spool.mkdir(parents=True, exist_ok=True)
 
     async def put(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
         await self.db.write(functools.partial(_begin, key=key, created_at=time.time()))
@@ -284,6 +287,16 @@ class PostgresBlobStore(BlobStore):
 
     async def sweep(self) -> int:
         return await self.db.write(functools.partial(_sweep, before=time.time() - STALE_WRITE_SECONDS))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def open_blob_store(db: Database, data_path: Path) -> BlobStore:

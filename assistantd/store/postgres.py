@@ -46,6 +46,9 @@ class _PGConn(Conn):
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.raw.execute(_translate(sql), params).fetchall()
 
+    def fetchall_binary(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.raw.execute(_translate(sql), params, binary=True).fetchall()
+
 
 class PostgresDatabase(Database):
     dialect = "postgres"
