@@ -63,6 +63,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_bytes", int, 16 * 1024 * 1024, "Largest JSON request body accepted, in bytes."),
     Setting("max_upload_bytes", int, 512 * 1024 * 1024, "Largest file upload accepted, in bytes."),
     Setting("db_pool_size", int, 8, "Database connections for reads (and PostgreSQL writes)."),
+    Setting("ready_timeout_seconds", float, 5.0, "How long GET /health/ready waits for each dependency (the "
+            "database, the file store) before it reports it down."),
     Setting(
         "upstream_base_url",
         str,
@@ -127,6 +129,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 512 * 1024 * 1024
     db_pool_size: int = 8
+    ready_timeout_seconds: float = 5.0
     upstream_base_url: str = ""
     upstream_api_key: str = ""
     upstream_timeout: float = 600.0

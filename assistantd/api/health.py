@@ -22,11 +22,6 @@ from assistantd.api.errors import envelope
 
 log = logging.getLogger("assistantd.health")
 
-# A dependency that has not answered within this long counts as down (a hung database must not hang
-# the probe, which has its own timeout at the load balancer).
-READY_CHECK_SECONDS = 5.0
-
-
 async def health(request: Request) -> Response:
     try:
         await services(request).db.read(lambda conn: conn.fetchval("SELECT 1"))
@@ -35,9 +30,10 @@ async def health(request: Request) -> Response:
     return ok({"status": "ok", "version": __version__})
 
 
-async def _check(name: str, probe: Callable[[], Awaitable[object]]) -> dict[str, str]:
+async def _check(name: str, probe: Callable[[], Awaitable[object]], seconds: float) -> dict[str, str]:
+    # A dependency that does not answer in time counts as down: a hung database must not hang the probe.
     try:
-        async with asyncio.timeout(READY_CHECK_SECONDS):
+        async with asyncio.timeout(seconds):
             await probe()
     except Exception as exc:
         reason = "did not answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
@@ -48,10 +44,11 @@ async def _check(name: str, probe: Callable[[], Awaitable[object]]) -> dict[str,
 
 async def ready(request: Request) -> Response:
     svc = services(request)
+    timeout = float(request.app.state.settings.ready_timeout_seconds)
     names = ("database", "file_storage")
     results = await asyncio.gather(
-        _check("database", lambda: svc.db.read(lambda conn: conn.fetchval("SELECT 1"))),
-        _check("file_storage", svc.files.check_storage),
+        _check("database", lambda: svc.db.read(lambda conn: conn.fetchval("SELECT 1")), timeout),
+        _check("file_storage", svc.files.check_storage, timeout),
     )
     checks = dict(zip(names, results, strict=True))
     down = [name for name, result in checks.items() if result["status"] != "ok"]
