@@ -31,7 +31,7 @@ from .remote import (
     make_client,
     running,
 )
-from .replicas import replicas  # noqa: F401 - three replicas on one PostgreSQL
+from .replicas import replica_sets, replicas  # noqa: F401 - replicas on one PostgreSQL
 from .runs_support import expiry_server, rclient, runs_server, upstream  # noqa: F401 - fixtures for the runs tests
 
 

@@ -3,8 +3,8 @@
 Each replica has its own data dir (as on separate machines) and shares only the database and the
 scripted upstream. ``ReplicaSet`` gives an official SDK client per replica, direct SQL on the shared
 database (to check what is stored), every data dir (to check what is not), and ``kill`` (SIGKILL, as a
-machine dying) for the takeover tests. ``start_replicas`` builds a set for a test that kills one;
-the module-scoped ``replicas`` fixture is a set the file-flow tests share.
+machine dying) for the takeover tests. The module-scoped ``replicas`` fixture is a set the file-flow
+tests share; a test that kills one takes ``replica_sets`` and starts a set of its own.
 
 Like ``remote.py``, nothing here imports ``assistantd``: the suite runs under the old SDK venv too.
 """
@@ -133,3 +133,28 @@ def replicas(
         yield rs
     finally:
         rs.stop()
+
+
+StartReplicas = Callable[..., ReplicaSet]
+
+
+@pytest.fixture
+def replica_sets(
+    upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory, postgres: Callable[[], str]
+) -> Iterator[StartReplicas]:
+    """Start sets of replicas for one test (each on a fresh database), all stopped when it ends:
+    ``replica_sets(count=3, flags=lambda i: [...])``. Killed replicas are not checked for a clean exit."""
+    started: list[ReplicaSet] = []
+
+    def start(*, count: int = REPLICAS, flags: Callable[[int], list[str]] = lambda i: []) -> ReplicaSet:
+        rs = start_replicas(
+            f"set{len(started)}", tmp_path_factory.mktemp("replica-set"), postgres(), upstream, count=count, flags=flags
+        )
+        started.append(rs)
+        return rs
+
+    try:
+        yield start
+    finally:
+        for rs in started:
+            rs.stop()

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from .remote import E2E_MARKS
-from .replicas import ReplicaSet
+from .replicas import ReplicaSet, StartReplicas
 from .runs_support import ScriptedUpstream, new_model, wait_for
 
 pytestmark = E2E_MARKS
@@ -136,3 +136,15 @@ def test_a_delete_on_any_replica_leaves_no_bytes_anywhere(replicas: ReplicaSet, 
     for i in range(len(replicas)):
         with pytest.raises(openai.NotFoundError):
             replicas.client(i).files.content(uploaded.id).read()
+
+
+def test_files_outlive_the_replica_that_received_them(replica_sets: StartReplicas) -> None:
+    rs = replica_sets(count=2)
+    data = bytes(range(256)) * 9000
+    uploaded = rs.client(0).files.create(file=("survivor.bin", data), purpose="assistants")
+    rs.kill(0)  # SIGKILL: its disk is as good as gone
+    r = httpx.get(f"{rs.servers[1].url}/health/ready", timeout=10)
+    assert r.status_code == 200, r.text
+    assert rs.client(1).files.content(uploaded.id).read() == data
+    assert rs.client(1).files.delete(uploaded.id).deleted is True
+    assert _blob_rows(rs, uploaded.id) == []
