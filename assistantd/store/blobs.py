@@ -83,8 +83,12 @@ class BlobStore(abc.ABC):
         return 0
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    async with await anyio.open_file(path, "rb") as fh:
+async def _file_chunks(path: Path, key: str) -> AsyncIterator[bytes]:
+    try:
+        fh = await anyio.open_file(path, "rb")
+    except FileNotFoundError:
+        raise BlobMissing(key) from None  # deleted between the check and the first read
+    async with fh:
         while chunk := await fh.read(CHUNK_BYTES):
             yield chunk
 
@@ -127,7 +131,7 @@ class LocalBlobStore(BlobStore):
         path = self.file_path(key)
         if not path.is_file():
             raise BlobMissing(key)
-        return _file_chunks(path)
+        return _file_chunks(path, key)
 
     @contextlib.asynccontextmanager
     async def local_copy(self, key: str) -> AsyncIterator[Path]:
