@@ -308,3 +308,45 @@ def test_blobs_migrate_on_sqlite_says_there_is_nothing_to_do(tmp_path: Path) -> 
     out = _cli("--data-dir", str(tmp_path / "d"))
     assert out.returncode == 2
     assert "SQLite" in out.stderr
+
+
+def test_blobs_migrate_killed_mid_way_finishes_on_the_next_run(pg_database: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "node1"
+    folder = LocalBlobStore(data_dir / "files")
+    db = open_database(pg_database, pool_size=2)
+    try:
+        contents = {new_id("file"): payload(2 * CHUNK_BYTES + i) for i in range(20)}
+        for key, data in contents.items():
+            run(folder.put(key, pieces(data, CHUNK_BYTES), max_bytes=len(data)))
+            db.write_sync(lambda c, key=key, data=data: _record(c, key, len(data)))
+        args = ["--data-dir", str(data_dir), "--database-url", pg_database]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANTD_")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "assistantd", "blobs", "migrate", *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            done: list[tuple[Any, ...]] = []
+            while time.monotonic() < deadline and proc.poll() is None:
+                done = [r for r in blob_rows(db) if r[1]]
+                if done:
+                    break
+                time.sleep(0.01)
+            proc.kill()  # SIGKILL: no cleanup of the file it was writing
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert 1 <= len(done) < len(contents), "the migration was not caught half-way"
+
+        again = _cli(*args)
+        assert again.returncode == 0, again.stderr
+        store = PostgresBlobStore(db, tmp_path / "spool")
+        for key, data in contents.items():
+            assert b"".join(run(collect(run(store.read(key))))) == data
+        assert blob_rows(db) == [(k, True) for k in sorted(contents)]
+        expected_chunks = sum(-(-len(d) // CHUNK_BYTES) for d in contents.values())  # nothing written twice
+        assert run(db.read(lambda c: c.fetchval("SELECT count(*) FROM blob_chunks"))) == expected_chunks
+    finally:
+        run(db.close())
