@@ -22,6 +22,7 @@ from assistantd.api.errors import envelope
 
 log = logging.getLogger("assistantd.health")
 
+
 async def health(request: Request) -> Response:
     try:
         await services(request).db.read(lambda conn: conn.fetchval("SELECT 1"))
