@@ -1,7 +1,7 @@
 // Rendering of API objects shared by the playground and the threads browser: messages (with
 // citations as footnotes and sandbox links as downloads), run steps (code, logs, images, search
 // results, function calls), runs (status, usage, timing), and the stream accumulation rules.
-import { h, badge, rawJson, time } from './dom.js';
+import { h, clear, badge, rawJson, time } from './dom.js';
 import { renderMarkdown, CITE_OPEN, CITE_CLOSE } from './markdown.js';
 import { download, fileBlobUrl, get } from './api.js';
 import { highlight } from './highlight.js';
@@ -217,9 +217,8 @@ export async function showCitation(fileId, steps, marker) {
   }
   const title = h('span', {}, fileId);
   fileName(fileId).then((n) => { title.textContent = n; }).catch(() => {});
-  dialog.querySelector('.body').replaceChildren(
+  clear(dialog.querySelector('.body'),
     h('h2', {}, title),
-    marker ? h('p', { class: 'muted small' }, 'Cited as ', h('code', {}, marker)) : null,
     h('p', {}, h('button', { type: 'button', onclick: () => download(fileId).catch(() => {}) }, '↓ Download file'), ' ', h('code', { class: 'small' }, fileId)),
     chunks.length ? chunks.map((c) => h('section', { class: 'chunk-view' },
       h('div', { class: 'score' }, `score ${Number(c.score).toFixed(3)}`),

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from e2e.remote import RemoteServer
 from e2e.runs_support import ScriptedUpstream, check_clean_exit, server_flags
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from e2e.remote import RemoteServer
 from e2e.runs_support import ScriptedUpstream
 
@@ -51,7 +50,14 @@ class Console:
         page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         page.on("dialog", self._dialog)
-        page.on("request", lambda r: r.url.startswith(base) or r.url.startswith(("blob:", "data:")) or self.foreign.append(r.url))
+        page.on(
+            "request",
+            lambda r: r.url.startswith(base) or r.url.startswith(("blob:", "data:")) or self.foreign.append(r.url),
+        )
+
+    def _request(self, request: Any) -> None:
+        if not request.url.startswith((self.base + "/", "blob:", "data:")):
+            self.foreign.append(request.url)
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
@@ -94,6 +100,13 @@ def wait_text(page: Any, selector: str, text: str) -> None:
     page.locator(selector, has_text=text).first.wait_for()
 
 
+def choose(page: Any, select: str, text: str) -> None:
+    """Select the option of ``select`` whose label contains ``text`` (waiting for it to be listed)."""
+    option = page.locator(f"{select} option", has_text=text).first
+    option.wait_for(state="attached")
+    page.select_option(select, label=option.inner_text())
+
+
 # --- the tests, in order -------------------------------------------------------------------------
 
 
@@ -111,9 +124,7 @@ def test_the_key_is_asked_once_and_kept_out_of_urls(console: Console, upstream: 
     page.locator("#a-model option", has_text=MODEL).wait_for(state="attached")
     assert page.evaluate("localStorage.getItem('assistantd.apiKey')") == KEY
     assert KEY not in page.url
-    paint = page.evaluate(
-        "performance.getEntriesByType('paint').map(e => [e.name, Math.round(e.startTime)])"
-    )
+    paint = page.evaluate("performance.getEntriesByType('paint').map(e => [e.name, Math.round(e.startTime)])")
     print("paint timings (ms):", paint)
     # A reload keeps the key: no dialog, no 401.
     assert all("status of 401" in e for e in console.errors), console.errors
@@ -142,12 +153,12 @@ def test_storage_uploads_ingests_and_searches(console: Console, tmp_path: Path) 
     page.fill("#vs-name", "Office docs")
     page.click("#vs-create")
     page.locator("#vs-add-files option", has_text="guide.md").wait_for(state="attached")
-    page.select_option("#vs-add-files", label=page.locator("#vs-add-files option", has_text="guide.md").inner_text())
+    choose(page, "#vs-add-files", "guide.md")
     page.fill("#vs-add-attributes", '{"category": "office"}')
     page.click("#vs-add")
     page.locator("#vs-files tr[data-status='completed']").wait_for()
     # A file that cannot be parsed fails with its reason shown.
-    page.select_option("#vs-add-files", label=page.locator("#vs-add-files option", has_text="broken.pdf").inner_text())
+    choose(page, "#vs-add-files", "broken.pdf")
     page.fill("#vs-add-attributes", "")
     page.click("#vs-add")
     failed = page.locator("#vs-files tr[data-status='failed']")
@@ -177,21 +188,31 @@ def test_an_assistant_with_all_three_tool_kinds(console: Console) -> None:
     page.check("#t-code")
     page.check("#t-search")
     page.locator("#t-search-store option", has_text="Office docs").wait_for(state="attached")
-    page.select_option("#t-search-store", label=page.locator("#t-search-store option", has_text="Office docs").inner_text())
+    choose(page, "#t-search-store", "Office docs")
     page.click("#add-function")
     editor = page.locator(".function-json").first
     # The schema editor validates as one types.
     editor.fill('{"name": "get weather", "parameters": {"type": "object", "required": ["city"]}}')
     wait_text(page, ".validation", "letters, digits")
-    editor.fill(json.dumps({
-        "name": "get_weather", "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "strin"}}, "required": ["city"]},
-    }))
+    editor.fill(
+        json.dumps(
+            {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "strin"}}, "required": ["city"]},
+            }
+        )
+    )
     wait_text(page, ".validation", "not a JSON Schema type")
-    editor.fill(json.dumps({
-        "name": "get_weather", "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    }))
+    editor.fill(
+        json.dumps(
+            {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            }
+        )
+    )
     wait_text(page, ".validation", "valid function schema")
     page.click("#save-assistant")
     page.locator("#assistant-select option", has_text="Console tester").wait_for(state="attached")
@@ -271,7 +292,7 @@ def test_a_file_search_answer_cites_the_file(console: Console, upstream: Scripte
     page = console.page
     upstream.script(
         MODEL,
-        {"tool_calls": [{"name": "file_search", "arguments": json.dumps({"queries": ["who descales the coffee machine"]})}]},
+        {"tool_calls": [{"name": "file_search", "arguments": json.dumps({"queries": ["who descales the machine"]})}]},
         {"text": "Priya descales it every Tuesday【0:0†guide.md】."},
     )
     send(page, "Who descales the coffee machine?")
@@ -326,7 +347,7 @@ def test_the_thread_is_browsable_afterwards(console: Console) -> None:
     page.locator(f"#thread-list a[href='#/threads/{thread_id}']").wait_for()
     # The assistant filter keeps this thread; metadata that no thread has shows none.
     page.locator("#filter-assistant option", has_text="Console tester").wait_for(state="attached")
-    page.select_option("#filter-assistant", label=page.locator("#filter-assistant option", has_text="Console tester").inner_text())
+    choose(page, "#filter-assistant", "Console tester")
     page.click(".filters button[type=submit]")
     page.locator(f"#thread-list a[href='#/threads/{thread_id}']").wait_for()
     page.fill("#filter-key", "team")
