@@ -129,7 +129,7 @@ function table(lines, i, parent, ctx) {
 // Inline spans: code, images, links, autolinks, bold, italic, strike, citations, hard breaks.
 const INLINE = new RegExp([
   '(`+)([\\s\\S]*?[^`])\\1(?!`)', // 1,2 code
-  '(!?)\\[([^\\]]*)\\]\\(\\s*<?([^)\\s>]*)>?(?:\\s+"[^"]*")?\\s*\\)', // 3,4,5 image / link
+  '(!?)\\[([^\\]]*)\\]\\(\\s*<?((?:[^()\\s<>]|\\([^()\\s]*\\))*)>?(?:\\s+"[^"]*")?\\s*\\)', // 3,4,5 image / link (one level of parentheses in the URL)
   '(\\*\\*|__)(?=\\S)([\\s\\S]*?\\S)\\6', // 6,7 bold
   '(\\*|_)(?=\\S)([\\s\\S]*?\\S)\\8(?![\\w*])', // 8,9 italic
   '~~(?=\\S)([\\s\\S]*?\\S)~~', // 10 strike
@@ -149,10 +149,13 @@ export function inline(text, ctx) {
     last = re.lastIndex;
     if (m[1] !== undefined) out.push(h('code', {}, m[2].replace(/^ (.*) $/, '$1')));
     else if (m[4] !== undefined) out.push(m[3] ? image(m[4], m[5], ctx) : link(m[4], m[5], ctx));
-    else if (m[6] !== undefined) out.push(h('strong', {}, inline(m[7], ctx)));
+    else if ((m[6] || m[8] || '').startsWith('_') && (/\w/.test(text[m.index - 1] || '') || /\w/.test(text[re.lastIndex] || ''))) {
+      // Underscores touching a word (snake_case, obj.__dunder) are not emphasis: keep them, read on after them.
+      const delimiter = m[6] || m[8];
+      out.push(delimiter);
+      last = re.lastIndex = m.index + delimiter.length;
+    } else if (m[6] !== undefined) out.push(h('strong', {}, inline(m[7], ctx)));
     else if (m[8] !== undefined) {
-      // snake_case words are not emphasis
-      if (m[8] === '_' && /\w/.test(text[m.index - 1] || '')) { out.push(m[0]); continue; }
       out.push(h('em', {}, inline(m[9], ctx)));
     } else if (m[10] !== undefined) out.push(h('del', {}, inline(m[10], ctx)));
     else if (m[11] !== undefined) out.push(ctx.cite ? ctx.cite(Number(m[11])) : '');

@@ -329,7 +329,6 @@ export function playground(root, threadParam) {
     state.sentAt = performance.now();
     state.firstTokenAt = 0;
     state.endedAt = 0;
-    ui.cancel.disabled = false;
     try {
       for await (const ev of events) {
         logEvent(ev);
@@ -337,7 +336,6 @@ export function playground(root, threadParam) {
       }
     } finally {
       state.endedAt = performance.now();
-      ui.cancel.disabled = true;
       renderRun();
       await refreshSteps();
     }
@@ -396,13 +394,14 @@ export function playground(root, threadParam) {
     if (state.sentAt && state.firstTokenAt) timing.push(`first token ${Math.round(state.firstTokenAt - state.sentAt)} ms`);
     if (state.sentAt && state.endedAt) timing.push(`stream ${Math.round(state.endedAt - state.sentAt)} ms`);
     clear(ui.runInfo, runSummary(run), timing.length ? h('p', { class: 'muted small', id: 'timing' }, timing.join(' · ')) : null);
+    ui.cancel.disabled = !['queued', 'in_progress', 'requires_action'].includes(run.status);
     if (run.status === 'requires_action') renderActionForm(run);
     else ui.action.replaceChildren();
   }
 
   function renderActionForm(run) {
     const calls = run.required_action?.submit_tool_outputs?.tool_calls || [];
-    const inputs = calls.map((c) => h('textarea', { rows: 3, class: 'mono', 'aria-label': `Output of ${c.function.name}`, 'data-call': c.id }));
+    const inputs = calls.map((c) => h('textarea', { rows: 3, class: 'mono', 'aria-label': `Output of ${c.function.name}`, placeholder: `What ${c.function.name} returned`, 'data-call': c.id }));
     const form = h('form', { class: 'action-form', id: 'tool-outputs-form', onsubmit: async (e) => {
       e.preventDefault();
       const tool_outputs = calls.map((c, i) => ({ tool_call_id: c.id, output: inputs[i].value }));

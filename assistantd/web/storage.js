@@ -116,7 +116,7 @@ function vectorStore(view, id) {
   const names = new Map();
 
   clear(view, h('p', {}, h('a', { href: '#/storage/vector_stores' }, '← All vector stores')), head,
-    h('div', { class: 'split' },
+    h('div', { class: 'split wide-left' },
       h('section', {},
         h('h3', {}, 'Files'),
         h('div', { class: 'tablewrap' }, h('table', { class: 'grid', id: 'vs-files' },
@@ -130,8 +130,7 @@ function vectorStore(view, id) {
       h('section', {},
         h('h3', {}, 'Search'),
         h('form', { class: 'stack', onsubmit: (e) => { e.preventDefault(); search(); } },
-          field('Query', query),
-          h('div', { class: 'row two' }, field('Max results', maxResults)),
+          h('div', { class: 'row query-row' }, field('Query', query), field('Max results', maxResults)),
           field('Filters (JSON, optional)', filters, 'A comparison {type, key, value} or compound {type: "and"|"or", filters: [...]}'),
           h('button', { type: 'submit', id: 'vs-search' }, 'Search')),
         results)));

@@ -92,16 +92,17 @@ async function openThread(detail, id) {
     await loadMessages();
     const runs = await get(`/threads/${id}/runs`, { limit: 20 });
     if (!runs.data.length) runsEl.append(h('p', { class: 'muted' }, 'No runs.'));
-    for (const run of runs.data) {
-      const stepsEl = h('div', { class: 'stack' });
-      const d = h('details', { class: 'run', open: runs.data[0] === run },
+    // Every run at once (newest first), then their steps side by side.
+    const loads = runs.data.map((run) => {
+      const stepsEl = h('div', { class: 'stack' }, h('p', { class: 'muted small' }, 'Loading steps…'));
+      runsEl.append(h('details', { class: 'run', open: runs.data[0] === run, 'data-id': run.id },
         h('summary', {}, badge(run.status), ' ', h('code', {}, run.id), ' ', h('span', { class: 'muted small' }, time(run.created_at))),
-        runSummary(run), rawJson(run), h('h4', {}, 'Steps'), stepsEl);
-      runsEl.append(d);
-      const s = await get(`/threads/${id}/runs/${run.id}/steps`, { limit: 100, order: 'asc', 'include[]': CITATION_INCLUDE });
-      steps.push(...s.data);
-      for (const step of s.data) stepsEl.append(renderStep(step, { citation }));
-      if (!s.data.length) stepsEl.append(h('p', { class: 'muted small' }, 'No steps.'));
-    }
+        runSummary(run), rawJson(run), h('h4', {}, 'Steps'), stepsEl));
+      return get(`/threads/${id}/runs/${run.id}/steps`, { limit: 100, order: 'asc', 'include[]': CITATION_INCLUDE }).then((s) => {
+        steps.push(...s.data);
+        clear(stepsEl, s.data.map((step) => renderStep(step, { citation })), s.data.length ? null : h('p', { class: 'muted small' }, 'No steps.'));
+      });
+    });
+    await Promise.all(loads);
   } catch (e) { toast(e.message); }
 }

@@ -360,7 +360,7 @@ def test_the_thread_is_browsable_afterwards(console: Console) -> None:
     wait_text(page, "#thread-messages", "Plot the squares")
     wait_text(page, "#thread-messages", "Priya descales it every Tuesday")
     runs = page.locator("#thread-runs details.run")
-    runs.first.wait_for()
+    runs.nth(3).wait_for(state="attached")
     assert runs.count() == 4
     wait_text(page, "#thread-runs", "get_weather")
     wait_text(page, "#thread-runs", "Code interpreter")
@@ -394,4 +394,62 @@ def test_long_threads_page_back(console: Console, console_server: RemoteServer) 
     page.locator("#thread-list li").first.wait_for()
     wait_text(page, "#thread-list", thread["id"])
     assert page.locator("#thread-list li").count() == 1, time.monotonic() - started
+    console.check_clean()
+
+
+PAYLOADS = [
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(1)">',
+    "[a](javascript:alert(1))",
+    "[a]( javascript:alert(1) )",
+    "[a](java\tscript:alert(1))",
+    "[a](JAVASCRIPT:alert(1))",
+    "[a](data:text/html,<script>alert(1)</script>)",
+    "[a](vbscript:msgbox(1))",
+    "![x](javascript:alert(1))",
+    '<a href="javascript:alert(1)">x</a>',
+    "```html\n<script>alert(1)</script>\n```",
+    "| a | b |\n|---|---|\n| <svg onload=alert(1)> | [x](javascript:alert(1)) |",
+    "> <iframe src=javascript:alert(1)>",
+    "- <b onclick=alert(1)>x</b>\n- **<i>y</i>**",
+    "`<script>alert(1)</script>`",
+    "snake_case_name and a__b__c and **bold [link](https://example.com/a_(b))**",
+]
+ALLOWED_TAGS = {
+    "DIV", "P", "STRONG", "EM", "DEL", "CODE", "PRE", "SPAN", "A", "UL", "OL", "LI", "BLOCKQUOTE", "TABLE",
+    "THEAD", "TBODY", "TR", "TH", "TD", "H3", "H4", "H5", "H6", "HR", "BR", "SUP", "BUTTON",
+}  # fmt: skip
+
+
+def test_the_markdown_renderer_never_makes_markup_from_text(console: Console) -> None:
+    page = console.page
+    page.goto(console.base + "/#/threads")
+    found = page.evaluate(
+        """async (payloads) => {
+            const { renderMarkdown } = await import('/console/markdown.js');
+            return payloads.map((p) => {
+                const root = renderMarkdown(p, {});
+                const els = [...root.querySelectorAll('*')];
+                return {
+                    text: root.textContent,
+                    tags: [...new Set(els.map((e) => e.tagName))],
+                    attrs: els.flatMap((e) => [...e.attributes].map((a) => `${e.tagName}.${a.name}=${a.value}`)),
+                };
+            });
+        }""",
+        PAYLOADS,
+    )
+    for payload, out in zip(PAYLOADS, found, strict=True):
+        assert set(out["tags"]) <= ALLOWED_TAGS, (payload, out)
+        for attr in out["attrs"]:
+            name, _, value = attr.partition("=")
+            assert not name.split(".")[1].startswith("on"), (payload, attr)
+            if name.endswith(".href"):
+                assert value.startswith(("https://", "http://", "mailto:")), (payload, attr)
+    # What was written stays readable as text.
+    assert "<script>alert(1)</script>" in found[0]["text"]
+    assert "snake_case_name and a__b__c" in found[-1]["text"]
+    assert "a_(b)" not in found[-1]["text"]  # the whole URL, parentheses and all, went into the link
+    assert page.evaluate("window.__xss") is None
+    assert console.dialogs == []
     console.check_clean()
