@@ -7,6 +7,7 @@ import { validateFunction, EXAMPLE_FUNCTION } from './schema.js';
 
 const LAST_ASSISTANT = 'assistantd.assistant';
 const MAX_LOG = 3000;
+const ACTIVE = ['queued', 'in_progress', 'requires_action', 'cancelling'];
 
 export function playground(root, threadParam) {
   const state = {
@@ -336,6 +337,7 @@ export function playground(root, threadParam) {
       }
     } finally {
       state.endedAt = performance.now();
+      await settleRun();
       renderRun();
       await refreshSteps();
     }
@@ -359,6 +361,17 @@ export function playground(root, threadParam) {
       renderRun();
     } else if (event === 'error') {
       toast(`Stream error: ${data?.error?.message || JSON.stringify(data)}`);
+    }
+  }
+
+  async function settleRun() {
+    // A stream that ended early (cancelled, dropped) leaves the run mid-way: ask for where it ended up.
+    const run = state.run;
+    if (!run || !['queued', 'in_progress', 'cancelling'].includes(run.status)) return;
+    for (let i = 0; i < 20; i++) {
+      try { state.run = await get(`/threads/${run.thread_id}/runs/${run.id}`); } catch { return; }
+      if (!ACTIVE.includes(state.run.status) || state.run.status === 'requires_action') return;
+      await new Promise((r) => setTimeout(r, 250));
     }
   }
 
@@ -425,8 +438,9 @@ export function playground(root, threadParam) {
     const run = state.run;
     if (!run) return;
     try {
-      state.run = await post(`/threads/${run.thread_id}/runs/${run.id}/cancel`, {});
-      renderRun();
+      const answer = await post(`/threads/${run.thread_id}/runs/${run.id}/cancel`, {});
+      // The stream may have told us the end already; an older status must not replace it.
+      if (state.run.id === answer.id && ACTIVE.includes(state.run.status)) { state.run = answer; renderRun(); }
     } catch (e) { toast(e.message); }
   }
 

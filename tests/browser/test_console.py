@@ -453,3 +453,30 @@ def test_the_markdown_renderer_never_makes_markup_from_text(console: Console) ->
     assert page.evaluate("window.__xss") is None
     assert console.dialogs == []
     console.check_clean()
+
+
+def test_a_run_is_cancelled_and_attachments_ride_along(
+    console: Console, upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    page = console.page
+    page.goto(console.base + "/#/playground")
+    page.locator("#a-model option", has_text=MODEL).wait_for(state="attached")
+    page.click("#new-thread")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The quarterly review is on Thursday.\n")
+    # The model writes one word, then waits (held) until the test lets it go.
+    upstream.script(MODEL, {"text": "Thinking about it for a long while", "hold": True})
+    page.set_input_files("#chat-attach", str(notes))
+    send(page, "Read my notes, slowly.")
+    wait_text(page, "#messages .msg.user", "Attached: notes.txt")
+    page.locator("#messages .msg.assistant", has_text="Thinking").wait_for()
+    page.locator("#cancel-run:not([disabled])").click()
+    wait_text(page, "#run-info", "cancelled")
+    wait_idle(page)
+    upstream.release(MODEL)
+    assert page.locator("#cancel-run[disabled]").count() == 1
+    page.click("#tabbtn-log")
+    wait_text(page, "#event-log", "thread.run.cancelled")
+    page.click("#tabbtn-run")
+    console.shoot("12-cancelled")
+    console.check_clean()
