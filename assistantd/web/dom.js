@@ -59,6 +59,8 @@ export function field(label, control, hint) {
 }
 
 export function toast(message, kind = 'error') {
+  // While the key dialog is open, the 401s that opened it need no second telling.
+  if (kind === 'error' && document.getElementById('key-dialog')?.open) return;
   const box = document.getElementById('toasts');
   const t = h('div', { class: `toast ${kind}`, role: kind === 'error' ? 'alert' : 'status' }, message,
     h('button', { class: 'link', 'aria-label': 'Dismiss', onclick: () => t.remove() }, '×'));

@@ -136,7 +136,7 @@ function renderToolCall(call, ctx) {
         fs.ranking_options ? h('span', { class: 'muted small' }, ` ranker ${fs.ranking_options.ranker}, threshold ${fs.ranking_options.score_threshold}`) : null),
       results.length ? h('ol', { class: 'results' }, results.map((r) => h('li', {},
         h('div', {}, h('button', { type: 'button', class: 'link', onclick: () => ctx.citation?.(r.file_id, null) }, r.file_name || r.file_id),
-          ' ', h('span', { class: 'score' }, `score ${Number(r.score).toFixed(3)}`)),
+          ' ', h('span', { class: 'score' }, `score ${Number(r.score).toFixed(4)}`)),
         (r.content || []).map((c) => h('blockquote', { class: 'chunk' }, c.text))))) : h('p', { class: 'muted small' }, 'No results yet.'));
   }
   if (call.type === 'function') {
@@ -221,7 +221,7 @@ export async function showCitation(fileId, steps, marker) {
     h('h2', {}, title),
     h('p', {}, h('button', { type: 'button', onclick: () => download(fileId).catch(() => {}) }, '↓ Download file'), ' ', h('code', { class: 'small' }, fileId)),
     chunks.length ? chunks.map((c) => h('section', { class: 'chunk-view' },
-      h('div', { class: 'score' }, `score ${Number(c.score).toFixed(3)}`),
+      h('div', { class: 'score' }, `score ${Number(c.score).toFixed(4)}`),
       (c.content || []).map((t) => h('pre', { class: 'wrap' }, t.text)))) : h('p', { class: 'muted' }, 'The chunk text was not recorded for this search.'));
   if (!dialog.open) dialog.showModal();
 }

@@ -93,3 +93,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             except Exception as exc:  # the page may be gone; the report still stands
                 report.sections.append(("screenshot", f"could not take one: {exc}"))
     return report  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def open_console_server(upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
+    """A server with no keys at all, on loopback (open mode): the console needs no key there."""
+    server = RemoteServer("console-open", tmp_path_factory.mktemp("console-open"), extra_args=server_flags(upstream))
+    server.start()
+    try:
+        yield server
+    finally:
+        code = server.stop()
+    check_clean_exit(server, code)

@@ -480,3 +480,24 @@ def test_a_run_is_cancelled_and_attachments_ride_along(
     page.click("#tabbtn-run")
     console.shoot("12-cancelled")
     console.check_clean()
+
+
+def test_in_open_mode_no_key_is_asked_for(
+    browser: Any, open_console_server: RemoteServer, upstream: ScriptedUpstream, artifacts: Path
+) -> None:
+    upstream.script(MODEL)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        c = Console(page, open_console_server.url, artifacts)
+        page.goto(open_console_server.url + "/")
+        page.fill("#a-name", "Open helper")
+        choose(page, "#a-model", MODEL)
+        page.click("#save-assistant")
+        page.locator("#assistant-select option", has_text="Open helper").wait_for(state="attached")
+        assert page.locator("#key-dialog[open]").count() == 0
+        assert page.evaluate("localStorage.getItem('assistantd.apiKey')") is None
+        c.check_clean()
+    finally:
+        context.close()
