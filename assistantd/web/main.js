@@ -8,7 +8,7 @@ import { storage } from './storage.js';
 const main = document.getElementById('main');
 let cleanup = () => {};
 
-function route() {
+function route(event) {
   cleanup();
   cleanup = () => {};
   const [, page = 'playground', a, b] = (location.hash || '#/playground').split('/');
@@ -19,7 +19,8 @@ function route() {
   if (page === 'threads') { document.title = 'Threads · assistantd'; threads(main, id(a)); }
   else if (page === 'storage') { document.title = 'Storage · assistantd'; cleanup = storage(main, a === 'vector_stores' ? 'vector_stores' : 'files', id(b)) || cleanup; }
   else { document.title = 'Playground · assistantd'; playground(main, id(a)); }
-  main.focus({ preventScroll: true });
+  // After a navigation, keyboard focus moves to the new page (on first load it stays at the top).
+  if (event) main.focus({ preventScroll: true });
 }
 
 const dialog = document.getElementById('key-dialog');
@@ -29,7 +30,7 @@ document.getElementById('key-form').addEventListener('submit', (e) => {
   if (e.submitter && e.submitter.value === 'clear') auth.set('');
   else if (e.submitter && e.submitter.value === 'save') auth.set(keyInput.value.trim());
   else return;
-  route();
+  route(e);
 });
 window.addEventListener('auth-needed', () => {
   if (!dialog.open) { keyInput.value = ''; dialog.showModal(); }

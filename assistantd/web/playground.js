@@ -275,7 +275,11 @@ export function playground(root, threadParam) {
     const fresh = renderMessage(message, msgCtx);
     const old = ui.messages.querySelector(`[data-id="${CSS.escape(message.id)}"]`);
     if (old) old.replaceWith(fresh); else ui.messages.append(fresh);
-    if (scroll) ui.messages.scrollTop = ui.messages.scrollHeight;
+    if (scroll) {
+      ui.messages.scrollTop = ui.messages.scrollHeight;
+      // Images arrive after the text: keep the newest content in view when they do.
+      for (const img of fresh.querySelectorAll('img')) img.addEventListener('load', () => { ui.messages.scrollTop = ui.messages.scrollHeight; }, { once: true });
+    }
   }
   function scheduleMessage(id) {
     if (pending.has(id)) return;

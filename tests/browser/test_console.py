@@ -498,6 +498,26 @@ def test_in_open_mode_no_key_is_asked_for(
         page.locator("#assistant-select option", has_text="Open helper").wait_for(state="attached")
         assert page.locator("#key-dialog[open]").count() == 0
         assert page.evaluate("localStorage.getItem('assistantd.apiKey')") is None
+        # Keyboard only: the skip link comes first, the navigation is reachable with Tab, the
+        # inspector's tabs move with the arrow keys.
+        page.reload()
+        page.locator("#assistant-select option", has_text="Open helper").wait_for(state="attached")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.textContent") == "Threads":
+                break
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/#/threads")
+        page.locator("#filter-assistant option", has_text="Open helper").wait_for(state="attached")
+        page.goto(open_console_server.url + "/#/playground")
+        page.focus("#tabbtn-run")
+        page.keyboard.press("ArrowRight")
+        assert page.evaluate("document.activeElement.id") == "tabbtn-log"
+        assert page.locator("#tab-log").is_visible() and not page.locator("#tab-run").is_visible()
+        page.keyboard.press("ArrowRight")
+        assert page.evaluate("document.activeElement.id") == "tabbtn-run"
         c.check_clean()
     finally:
         context.close()
