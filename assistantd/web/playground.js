@@ -109,6 +109,17 @@ export function playground(root, threadParam) {
     const ciFiles = new Set(res.code_interpreter?.file_ids || []);
     f.ciFiles = h('select', { id: 't-code-files', multiple: true, size: 3, 'aria-label': 'Code interpreter files' },
       state.files.map((x) => h('option', { value: x.id, selected: ciFiles.has(x.id) }, `${x.filename} · ${x.id}`)));
+    f.ciUpload = h('input', { type: 'file', multiple: true, id: 't-code-upload', onchange: async () => {
+      for (const file of f.ciUpload.files) {
+        try {
+          const made = await upload(file, 'assistants');
+          state.files.unshift(made);
+          f.ciFiles.prepend(h('option', { value: made.id, selected: true }, `${made.filename} · ${made.id}`));
+          f.ci.checked = true;
+        } catch (e) { toast(e.message); }
+      }
+      f.ciUpload.value = '';
+    } });
     f.fs = h('input', { type: 'checkbox', id: 't-search', checked: has('file_search') });
     const vsIds = res.file_search?.vector_store_ids || [];
     f.fsStore = h('select', { id: 't-search-store', 'aria-label': 'Vector store' }, h('option', { value: '' }, '(none)'),
@@ -128,6 +139,7 @@ export function playground(root, threadParam) {
       h('fieldset', {}, h('legend', {}, 'Tools'),
         h('label', { class: 'check' }, f.ci, 'Code interpreter'),
         field('Files for the code interpreter', f.ciFiles, 'Ctrl/Cmd-click to choose several'),
+        field('…or upload files for it', f.ciUpload),
         h('label', { class: 'check' }, f.fs, 'File search'),
         field('Vector store', f.fsStore),
         h('div', { class: 'row' }, h('strong', {}, 'Functions'), h('span', { class: 'spacer' }),

@@ -177,7 +177,7 @@ def test_storage_uploads_ingests_and_searches(console: Console, tmp_path: Path) 
     console.check_clean()
 
 
-def test_an_assistant_with_all_three_tool_kinds(console: Console) -> None:
+def test_an_assistant_with_all_three_tool_kinds(console: Console, tmp_path: Path) -> None:
     page = console.page
     page.goto(console.base + "/#/playground")
     page.locator("#a-model option", has_text=MODEL).wait_for(state="attached")
@@ -186,6 +186,10 @@ def test_an_assistant_with_all_three_tool_kinds(console: Console) -> None:
     page.fill("#a-instructions", "You help with the office.")
     page.select_option("#a-model", value=MODEL)
     page.check("#t-code")
+    data = tmp_path / "sales.csv"
+    data.write_text("amount\n1\n2\n3\n")
+    page.set_input_files("#t-code-upload", str(data))
+    page.locator("#t-code-files option:checked", has_text="sales.csv").wait_for(state="attached")
     page.check("#t-search")
     page.locator("#t-search-store option", has_text="Office docs").wait_for(state="attached")
     choose(page, "#t-search-store", "Office docs")
@@ -217,6 +221,7 @@ def test_an_assistant_with_all_three_tool_kinds(console: Console) -> None:
     page.click("#save-assistant")
     page.locator("#assistant-select option", has_text="Console tester").wait_for(state="attached")
     page.locator("#save-assistant", has_text="Save").wait_for()
+    page.locator("#t-code-files option:checked", has_text="sales.csv").wait_for(state="attached")
     console.shoot("04-assistant")
     console.check_clean()
 
