@@ -53,3 +53,10 @@ def test_every_module_the_console_imports_is_packaged() -> None:
             for imported in re.findall(rb"from '\./([\w.]+)'", asset.body):
                 assert imported.decode() in names, (name, imported)
     assert {"index.html", "main.js", "console.css"} <= names
+
+
+def test_the_page_preloads_every_module_so_first_load_has_no_waterfall() -> None:
+    page = assets()["index.html"].body.decode()
+    for name in assets():
+        if name.endswith(".js"):
+            assert f'href="/console/{name}"' in page or f'src="/console/{name}"' in page, name
