@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
-from assistantd.api import assistants, files, health, models, runs, threads, vector_stores
+from assistantd.api import assistants, console, files, health, models, runs, threads, vector_stores
 from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
@@ -148,7 +148,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     # runs before threads: /threads/runs must not be taken for a thread id.
     v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *vector_stores.routes, *models.routes]
     app = Starlette(
-        routes=[*health.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
+        routes=[*health.routes, *console.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
         exception_handlers={
             APIError: api_error,
             HTTPException: http_error,

@@ -47,7 +47,7 @@ def test_health_needs_no_key(make_api: MakeApi) -> None:
         ("POST", "/v1/assistants/asst_1/extra"),
         ("GET", "/v1/"),
         ("GET", "/nowhere"),
-        ("GET", "/"),
+        ("GET", "/console-not-here/x"),
         ("DELETE", "/v1/threads/thread_1/messages/msg_1/more"),
     ],
 )
@@ -63,7 +63,7 @@ def test_unknown_routes_are_404_envelopes(shared_client: TestClient, method: str
         ("DELETE", "/v1/assistants", {"GET", "POST"}),
         ("PUT", "/v1/assistants/asst_1", {"GET", "POST", "DELETE"}),
         ("PATCH", "/v1/threads/thread_1", {"GET", "POST", "DELETE"}),
-        ("GET", "/v1/threads", {"POST"}),
+        ("DELETE", "/v1/threads", {"GET", "POST"}),
         ("PUT", "/v1/threads/thread_1/messages", {"GET", "POST"}),
         ("POST", "/v1/files/file-1/content", {"GET"}),
         ("PUT", "/v1/files", {"GET", "POST"}),

@@ -7,12 +7,48 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from assistantd.api.common import body, ok, ok_page, ok_raw, page_query, project, services
+from assistantd.errors import InvalidRequest
 from assistantd.protocol.threads import CreateMessage, CreateThread, ModifyMessage, ModifyThread
+
+# The same bounds as metadata itself: a filter can name at most every key a thread can have.
+MAX_METADATA_FILTERS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
 
 
 async def create_thread(request: Request) -> Response:
     req = await body(request, CreateThread, optional=True)
     return ok(await services(request).threads.create(project(request), req))
+
+
+async def list_threads(request: Request) -> Response:
+    """``GET /v1/threads``: assistantd's extension, not OpenAI's (the web console browses threads with it).
+
+    The usual list parameters, plus ``assistant_id`` (threads with a run of that assistant) and
+    ``metadata[KEY]=VALUE`` (exact match; several must all hold).
+    """
+    metadata: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if not name.startswith("metadata["):
+            continue
+        key = name[len("metadata[") : -1] if name.endswith("]") else ""
+        if not key or len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise InvalidRequest(
+                f"Invalid filter '{name[:80]}': write metadata[KEY]=VALUE with a key of 1 to {MAX_METADATA_KEY} "
+                f"characters and a value of at most {MAX_METADATA_VALUE}.",
+                param=name[:80],
+                code="invalid_value",
+            )
+        metadata[key] = value
+        if len(metadata) > MAX_METADATA_FILTERS:
+            raise InvalidRequest(
+                f"Too many metadata filters: at most {MAX_METADATA_FILTERS}.", param="metadata", code="invalid_value"
+            )
+    assistant_id = request.query_params.get("assistant_id") or None
+    page = await services(request).threads.list(
+        project(request), page_query(request), assistant_id=assistant_id, metadata=metadata
+    )
+    return ok_page(page)
 
 
 async def retrieve_thread(request: Request) -> Response:
@@ -64,6 +100,7 @@ async def delete_message(request: Request) -> Response:
 
 routes = [
     Route("/threads", create_thread, methods=["POST"]),
+    Route("/threads", list_threads, methods=["GET"]),
     Route("/threads/{thread_id}", retrieve_thread, methods=["GET"]),
     Route("/threads/{thread_id}", modify_thread, methods=["POST"]),
     Route("/threads/{thread_id}", delete_thread, methods=["DELETE"]),

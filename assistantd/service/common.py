@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import PREFIXES, has_prefix
@@ -41,10 +42,19 @@ def require_file(conn: Conn, project: str, file_id: str, param: str) -> None:
         raise InvalidRequest(f"No file found with id '{file_id}'.", param=param, code="invalid_value")
 
 
-def page_or_400(conn: Conn, table: Table, project: str, query: PageQuery, kind: str, **scope: object) -> Page:
+def page_or_400(
+    conn: Conn,
+    table: Table,
+    project: str,
+    query: PageQuery,
+    kind: str,
+    *,
+    condition: tuple[str, list[Any]] | None = None,
+    **scope: object,
+) -> Page:
     """Page through a list, turning an unknown cursor into a 400 that names it."""
     try:
-        return rows.page(conn, table, project, query, **scope)
+        return rows.page(conn, table, project, query, condition=condition, **scope)
     except CursorNotFound as exc:
         raise InvalidRequest(
             f"Invalid '{exc.param}': no {kind} with id '{exc.value}' is in this list.",

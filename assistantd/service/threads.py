@@ -8,10 +8,11 @@ from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.threads import CreateThread, ModifyThread
 from assistantd.service import messages, resources
-from assistantd.service.common import fetch, fetch_raw, now
-from assistantd.store import Conn, Database
+from assistantd.service.common import fetch, fetch_raw, now, page_or_400
+from assistantd.store import Conn, Database, thread_filters
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
+from assistantd.store.objects import Page, PageQuery
 
 KIND = "thread"
 
@@ -52,6 +53,13 @@ class ThreadService:
 
     async def retrieve_raw(self, project: str, thread_id: str) -> str:
         return await self.db.read(lambda conn: fetch_raw(conn, rows.THREADS, project, KIND, thread_id))
+
+    async def list(
+        self, project: str, query: PageQuery, *, assistant_id: str | None = None, metadata: dict[str, str] | None = None
+    ) -> Page:
+        """Our extension (OpenAI has no list of threads): newest first, filtered by assistant and metadata."""
+        where = thread_filters.condition(self.db.dialect, assistant_id=assistant_id, metadata=metadata or {})
+        return await self.db.read(lambda conn: page_or_400(conn, rows.THREADS, project, query, KIND, condition=where))
 
     async def modify(self, project: str, thread_id: str, req: ModifyThread) -> dict[str, Any]:
         def tx(conn: Conn) -> dict[str, Any]:

@@ -123,15 +123,26 @@ def delete_expired_files(conn: Conn, moment: int) -> list[str]:
     return ids
 
 
-def page(conn: Conn, table: Table, project: str, query: PageQuery, **scope: Any) -> Page:
+def page(
+    conn: Conn,
+    table: Table,
+    project: str,
+    query: PageQuery,
+    *,
+    condition: tuple[str, list[Any]] | None = None,
+    **scope: Any,
+) -> Page:
     """A page in ``seq`` order. ``after``/``before`` are ids of objects in the same list.
 
     ``after`` continues in the chosen order from the cursor; ``before`` returns the ``limit`` objects
     nearest the cursor on its other side, still in the chosen order. ``has_more`` says whether more
     objects lie beyond the page in the direction of travel, which is what the SDK's auto-pagination
-    follows.
+    follows. ``condition`` is one more SQL clause (with its parameters) every listed row must meet.
     """
     where, params = _where(project, scope)
+    if condition is not None:
+        where += f" AND ({condition[0]})"
+        params.extend(condition[1])
     forward = query.order == "asc"
     cursor_id, cursor_param = (query.after, "after") if query.after else (query.before, "before")
     if cursor_id is not None:
