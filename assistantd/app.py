@@ -16,6 +16,7 @@ from assistantd.api import assistants, files, health, models, runs, threads, vec
 from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
+from assistantd.diagnostics import startup_block
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
 from assistantd.llm.router import ModelRouter
@@ -128,6 +129,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         if settings.code_interpreter_pool_size > 0:
             # Sandboxes are started ahead of need; with no pool the tool starts the interpreter on first use.
             await services.code_interpreter.start()
+        log.info("%s", await startup_block(settings, services))
         try:
             yield
         finally:

@@ -42,7 +42,7 @@ def test_health_needs_no_key(make_api: MakeApi) -> None:
         ("POST", "/v1/assistants/asst_1/extra"),
         ("GET", "/v1/"),
         ("GET", "/nowhere"),
-        ("GET", "/"),
+        ("GET", "/nowhere/deeper"),
         ("DELETE", "/v1/threads/thread_1/messages/msg_1/more"),
     ],
 )

@@ -1,4 +1,4 @@
-"""GET /health: no auth, for load balancers and scripts. Says whether the database answers."""
+"""GET /health: no auth, for load balancers and scripts. Says whether the database answers. GET /: a pointer to /v1."""
 
 from __future__ import annotations
 
@@ -19,4 +19,18 @@ async def health(request: Request) -> Response:
     return ok({"status": "ok", "version": __version__})
 
 
-routes = [Route("/health", health, methods=["GET"])]
+async def index(request: Request) -> Response:
+    """``GET /``: where the API is (the web console replaces this page when it is installed)."""
+    return ok(
+        {
+            "name": "assistantd",
+            "version": __version__,
+            "api": str(request.url_for("health")).removesuffix("/health") + "/v1",
+            "health": "/health",
+            "metrics": "/metrics",
+            "message": "An OpenAI Assistants API v2 server: point an OpenAI SDK's base_url at the api URL.",
+        }
+    )
+
+
+routes = [Route("/health", health, methods=["GET"], name="health"), Route("/", index, methods=["GET"])]

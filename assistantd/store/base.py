@@ -44,6 +44,8 @@ class Conn(abc.ABC):
 
 class Database(abc.ABC):
     dialect: str
+    # The schema versions opening this database applied (``assistantd migrate`` reports them).
+    migrated: tuple[int, ...] | list[int] = ()
 
     @abc.abstractmethod
     async def read(self, fn: Callable[[Conn], T]) -> T:

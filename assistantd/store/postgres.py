@@ -57,11 +57,11 @@ class PostgresDatabase(Database):
         self._migrate()
 
     def _migrate(self) -> None:
-        def locked(conn: Conn) -> None:
+        def locked(conn: Conn) -> list[int]:
             conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))
-            migrate(conn)
+            return migrate(conn)
 
-        self._transaction(locked)
+        self.migrated = self._transaction(locked)
 
     def _transaction(self, fn: Callable[[Conn], T]) -> T:
         with self._pool.connection() as raw, raw.transaction():

@@ -98,7 +98,7 @@ class SQLiteDatabase(Database):
         self._writer = raw
         with self._lock:
             self._all.append(raw)
-        self._transaction(migrate)
+        self.migrated = self._transaction(migrate)
 
     def _transaction(self, fn: Callable[[Conn], T]) -> T:
         assert self._writer is not None
