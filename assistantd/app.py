@@ -20,6 +20,9 @@ from assistantd.diagnostics import startup_block
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
 from assistantd.llm.router import ModelRouter
+from assistantd.observability import web as observability_web
+from assistantd.observability.tools import ObservedCodeInterpreter, observe_tools
+from assistantd.observability.web import MetricsMiddleware, metrics_listener
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
 from assistantd.service.ingestion import Ingestor
@@ -32,7 +35,7 @@ from assistantd.service.vector_stores import VectorStoreService
 from assistantd.settings import Settings
 from assistantd.store import open_database
 from assistantd.store.blobs import LocalBlobStore
-from assistantd.tools.code_interpreter import CodeInterpreter, sandbox_config_from_settings
+from assistantd.tools.code_interpreter import sandbox_config_from_settings
 from assistantd.tools.code_interpreter.tool import CodeInterpreterTool
 from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer
 from assistantd.tools.file_search.tool import FileSearchTool
@@ -60,15 +63,15 @@ def build_services(settings: Settings) -> Services:
     ingestor = Ingestor(db, blobs, tokenizer=chunk_tokenizer(), embedder=embedder, workers=settings.ingest_workers)
     vector_stores = VectorStoreService(db, ingestor, embedder=embedder, mode=search_mode)
     threads = ThreadService(db, attach=vector_stores.ensure_thread_store)
-    interpreter = CodeInterpreter(sandbox_config_from_settings(settings))
-    tools = {
+    interpreter = ObservedCodeInterpreter(sandbox_config_from_settings(settings))
+    tools = observe_tools({
         "code_interpreter": CodeInterpreterTool(
             interpreter, db, blobs, max_file_bytes=settings.code_interpreter_max_file_mb * 1024 * 1024
         ),
         "file_search": FileSearchTool(
             vector_stores.search, lambda project, ids: vector_stores.wait_ready(project, ids)
         ),
-    }
+    })
     engine = Engine(
         db,
         router,
@@ -131,7 +134,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             await services.code_interpreter.start()
         log.info("%s", await startup_block(settings, services))
         try:
-            yield
+            async with metrics_listener(settings, services):
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -147,13 +151,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     # runs before threads: /threads/runs must not be taken for a thread id.
     v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *vector_stores.routes, *models.routes]
     app = Starlette(
-        routes=[*health.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
+        routes=[*health.routes, *observability_web.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
         exception_handlers={
             APIError: api_error,
             HTTPException: http_error,
             Exception: internal_error,
         },
         middleware=[
+            Middleware(MetricsMiddleware),
             Middleware(
                 EdgeMiddleware,
                 keys=services.keys,

@@ -13,6 +13,8 @@ from typing import Any
 
 from assistantd import __version__
 from assistantd.diagnostics import is_loopback
+from assistantd.observability import tracing
+from assistantd.observability.logs import configure_logging
 from assistantd.settings import SETTINGS, Settings, load_settings
 from assistantd.store.base import Database
 
@@ -113,16 +115,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(overrides, config_file=getattr(args, "config", None))
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every upstream request at INFO; one line per run transition is ours to write.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
 def _serve(settings: Settings) -> int:
     import uvicorn
 
@@ -155,6 +147,7 @@ def _serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        log_config=None,  # uvicorn's loggers go through ours (observability/logs.py): one format
     )
     return 0
 
@@ -198,8 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"assistantd: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
+        try:
+            tracing.setup(settings.otel_exporter)
+        except ValueError as exc:
+            print(f"assistantd: otel_exporter = {settings.otel_exporter}: {exc}", file=sys.stderr)
+            return 2
         return _serve(settings)
     if args.command == "check":
         return _check(settings, args)

@@ -110,6 +110,24 @@ class Settings:
         choices=("debug", "info", "warning", "error"),
     )
     access_log: bool = setting(False, "Log one line per HTTP request.")
+    log_format: str = setting(
+        "text",
+        "Log line format for every logger (ours and uvicorn's): text (time level=... logger=... message "
+        "key=value) or json (one object per line).",
+        choices=("text", "json"),
+    )
+    metrics_port: int = setting(
+        0,
+        "Also serve /metrics without auth on this port (0: only on the API's address, where it takes an API "
+        "key). Meant for a private network.",
+    )
+    metrics_host: str = setting("127.0.0.1", "The address of the metrics_port listener.")
+    otel_exporter: str = setting(
+        "none",
+        "OpenTelemetry traces (needs the otel extra): none, otlp (to OTEL_EXPORTER_OTLP_ENDPOINT, default "
+        "http://localhost:4318) or console.",
+        choices=("none", "otlp", "console"),
+    )
     code_interpreter_pool_size: int = setting(
         2,
         "Code interpreter sandboxes kept started ahead of need, so a thread's first execution does not wait "

@@ -62,6 +62,10 @@ class Database(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    def pool_stats(self) -> dict[str, int]:
+        """Connection pool figures for /metrics: size, idle and waiting (where the backend knows them)."""
+        return {}
+
 
 def open_database(url: str, *, pool_size: int = 8) -> Database:
     """Open (and migrate) the database named by ``url``."""
