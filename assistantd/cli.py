@@ -1,4 +1,4 @@
-"""The ``assistantd`` command: serve, check, migrate, and manage API keys."""
+"""The ``assistantd`` command: serve, check, migrate, back up and restore, and manage API keys."""
 
 from __future__ import annotations
 
@@ -85,6 +85,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(migrate)
 
+    backup = sub.add_parser(
+        "backup",
+        help="Back up the database and the file bytes into one .tar file, while the server runs.",
+        description="Back up the database (SQLite: a consistent online snapshot; PostgreSQL: pg_dump) and "
+        "every file's bytes into one .tar file, while the server runs. Restore it with `assistantd restore`.",
+    )
+    backup.add_argument("dest", metavar="FILE.tar", help="The backup file to write (replaced if it exists).")
+    backup.add_argument(
+        "--pg-dump", default="pg_dump", metavar="PATH",
+        help="The pg_dump to use for PostgreSQL (its major version must be at least the server's).",
+    )  # fmt: skip
+    _common(backup)
+
+    restore = sub.add_parser(
+        "restore",
+        help="Restore a backup into the configured (fresh) database and data dir.",
+        description="Restore a backup made by `assistantd backup` into the configured database and data dir, "
+        "which must hold no objects yet (--force overwrites), then migrate it to this version's schema. "
+        "Stop the server first.",
+    )
+    restore.add_argument("src", metavar="FILE.tar", help="The backup file to read.")
+    restore.add_argument(
+        "--pg-restore", default="pg_restore", metavar="PATH", help="The pg_restore to use for PostgreSQL."
+    )
+    restore.add_argument("--force", action="store_true", help="Overwrite a database that already holds objects.")
+    _common(restore)
+
     keys = sub.add_parser(
         "keys",
         help="Manage API keys (stored hashed in the database).",
@@ -132,13 +159,8 @@ def _serve(settings: Settings) -> int:
             )
             return 2
         log.warning("no API keys are configured: any key is accepted (project 'default')")
-    log.info(
-        "starting assistantd %s on http://%s:%d/v1 database=%s",
-        __version__,
-        settings.host,
-        settings.port,
-        services.db.dialect,
-    )
+    # What it serves, where, and with which models is said in one block once the app has started
+    # (diagnostics.startup_block, logged from the app's lifespan).
     app = create_app(settings, services)
     uvicorn.run(
         app,
@@ -178,6 +200,36 @@ def _migrate(db: Database) -> None:
     print(f"schema version {version} (this assistantd's latest: {LATEST})")
 
 
+def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from assistantd.backup import BackupError, backup, restore
+
+    try:
+        if args.command == "backup":
+            done = backup(settings, Path(args.dest), pg_dump=args.pg_dump)
+            print(
+                f"backed up {done.dialect} (schema version {done.schema_version}), {done.files} files, "
+                f"{done.blobs} file contents to {args.dest}"
+            )
+        else:
+            done = restore(settings, Path(args.src), pg_restore=args.pg_restore, force=args.force)
+            print(
+                f"restored {done.dialect} (now schema version {done.schema_version}), {done.files} files, "
+                f"{done.blobs} file contents from {args.src}"
+            )
+    except BackupError as exc:
+        print(f"assistantd {args.command}: {exc}", file=sys.stderr)
+        return 1
+    if done.missing_blobs:
+        print(
+            f"warning: {len(done.missing_blobs)} files were deleted while the backup ran and have no contents: "
+            + ", ".join(done.missing_blobs[:20]),
+            file=sys.stderr,
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -201,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings)
     if args.command == "check":
         return _check(settings, args)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(settings, args)
 
     from assistantd.store import open_database
 

@@ -79,7 +79,7 @@ def open_database(url: str, *, pool_size: int = 8) -> Database:
             from assistantd.store.postgres import PostgresDatabase
         except ImportError as exc:
             raise ValueError(
-                "PostgreSQL support is not installed: pip install 'assistantd[postgres]'"
+                "PostgreSQL support is not installed: pip install '.[postgres]' in an assistantd checkout"
             ) from exc
         return PostgresDatabase(url, pool_size=pool_size)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://...")
