@@ -34,7 +34,8 @@ from assistantd.service.threads import ThreadService
 from assistantd.service.vector_stores import VectorStoreService
 from assistantd.settings import Settings
 from assistantd.store import open_database
-from assistantd.store.blobs import LocalBlobStore
+from assistantd.store.base import Database
+from assistantd.store.blobs import BlobStore, LocalBlobStore
 from assistantd.tools.code_interpreter import sandbox_config_from_settings
 from assistantd.tools.code_interpreter.tool import CodeInterpreterTool
 from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer
@@ -45,9 +46,14 @@ log = logging.getLogger("assistantd")
 SWEEP_SECONDS = 60.0
 
 
+def build_blob_store(settings: Settings, db: Database) -> BlobStore:
+    """Where file bytes live (also used by ``assistantd backup`` and ``restore``)."""
+    return LocalBlobStore(settings.data_path / "files")
+
+
 def build_services(settings: Settings) -> Services:
     db = open_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
-    blobs = LocalBlobStore(settings.data_path / "files")
+    blobs = build_blob_store(settings, db)
     router = ModelRouter.from_config(
         base_url=settings.upstream_base_url,
         api_key=settings.upstream_api_key,
