@@ -130,7 +130,8 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     # /metrics on the API's address takes a key.
     assert httpx.get(server.url + "/metrics").status_code == 401
     assert httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer sk-wrong"}).status_code == 401
-    response = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    auth = {"Authorization": f"Bearer {KEY}"}
+    response = httpx.get(server.url + "/metrics", headers=auth)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
@@ -145,7 +146,11 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     assert _sample(text, "assistantd_http_requests_total", method="POST", route=route, status="200") >= 2
     assert _sample(text, "assistantd_http_request_duration_seconds_count", method="POST", route=route) >= 2
     assert _sample(text, "assistantd_http_requests_total", method="GET", route="/metrics", status="401") >= 2
-    assert _sample(text, "assistantd_active_streams") == 0  # the stream above has ended
+    # The stream above has ended (the server may finish its side just after the client read the last event).
+    _wait(
+        lambda: _sample(httpx.get(server.url + "/metrics", headers=auth).text, "assistantd_active_streams") == 0,
+        "the stream to be counted as closed",
+    )
     assert _sample(text, "assistantd_runs", status="in_progress") == 0
     assert _sample(text, "assistantd_run_queue_depth") == 0
     assert _sample(text, "assistantd_ingestion_backlog") == 0
