@@ -273,3 +273,25 @@ def test_run_span_parents_the_calls_made_inside_it(spans: Any) -> None:
 
 def test_tracing_without_the_extra_says_what_to_install() -> None:
     assert "pip install '.[otel]'" in tracing.INSTALL_HINT
+
+
+def test_the_log_handler_follows_stderr_and_leaves_other_handlers(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from assistantd.observability.logs import configure_logging
+
+    root = logging.getLogger()
+    other = logging.NullHandler()
+    root.addHandler(other)
+    try:
+        configure_logging("info", "json")
+        configure_logging("info", "json")  # again: replaces its own handler, not the others
+        ours = [h for h in root.handlers if type(h).__name__ == "_StderrHandler"]
+        assert len(ours) == 1 and other in root.handlers
+        logging.getLogger("assistantd.test").info("hello", extra={"fields": {"run_id": "run_1"}})
+        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert (line["message"], line["run_id"], line["logger"]) == ("hello", "run_1", "assistantd.test")
+    finally:
+        root.removeHandler(other)
+        for handler in [h for h in root.handlers if type(h).__name__ == "_StderrHandler"]:
+            root.removeHandler(handler)
