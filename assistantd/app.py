@@ -16,9 +16,13 @@ from assistantd.api import assistants, console, files, health, models, runs, thr
 from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
+from assistantd.diagnostics import startup_block
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
 from assistantd.llm.router import ModelRouter
+from assistantd.observability import web as observability_web
+from assistantd.observability.tools import ObservedCodeInterpreter, observe_tools
+from assistantd.observability.web import MetricsMiddleware, metrics_listener
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
 from assistantd.service.ingestion import Ingestor
@@ -30,8 +34,9 @@ from assistantd.service.threads import ThreadService
 from assistantd.service.vector_stores import VectorStoreService
 from assistantd.settings import Settings
 from assistantd.store import open_database
-from assistantd.store.blobs import open_blob_store
-from assistantd.tools.code_interpreter import CodeInterpreter, sandbox_config_from_settings
+from assistantd.store.base import Database
+from assistantd.store.blobs import BlobStore, open_blob_store
+from assistantd.tools.code_interpreter import sandbox_config_from_settings
 from assistantd.tools.code_interpreter.tool import CodeInterpreterTool
 from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer
 from assistantd.tools.file_search.tool import FileSearchTool
@@ -41,9 +46,14 @@ log = logging.getLogger("assistantd")
 SWEEP_SECONDS = 60.0
 
 
+def build_blob_store(settings: Settings, db: Database) -> BlobStore:
+    """Where file bytes live (also used by ``assistantd backup`` and ``restore``)."""
+    return open_blob_store(db, settings.data_path)
+
+
 def build_services(settings: Settings) -> Services:
     db = open_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
-    blobs = open_blob_store(db, settings.data_path)
+    blobs = build_blob_store(settings, db)
     router = ModelRouter.from_config(
         base_url=settings.upstream_base_url,
         api_key=settings.upstream_api_key,
@@ -59,15 +69,15 @@ def build_services(settings: Settings) -> Services:
     ingestor = Ingestor(db, blobs, tokenizer=chunk_tokenizer(), embedder=embedder, workers=settings.ingest_workers)
     vector_stores = VectorStoreService(db, ingestor, embedder=embedder, mode=search_mode)
     threads = ThreadService(db, attach=vector_stores.ensure_thread_store)
-    interpreter = CodeInterpreter(sandbox_config_from_settings(settings))
-    tools = {
+    interpreter = ObservedCodeInterpreter(sandbox_config_from_settings(settings))
+    tools = observe_tools({
         "code_interpreter": CodeInterpreterTool(
             interpreter, db, blobs, max_file_bytes=settings.code_interpreter_max_file_mb * 1024 * 1024
         ),
         "file_search": FileSearchTool(
             vector_stores.search, lambda project, ids: vector_stores.wait_ready(project, ids)
         ),
-    }
+    })
     engine = Engine(
         db,
         router,
@@ -131,8 +141,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         if settings.code_interpreter_pool_size > 0:
             # Sandboxes are started ahead of need; with no pool the tool starts the interpreter on first use.
             await services.code_interpreter.start()
+        log.info("%s", await startup_block(settings, services))
         try:
-            yield
+            async with metrics_listener(settings, services):
+                yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -148,13 +160,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     # runs before threads: /threads/runs must not be taken for a thread id.
     v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *vector_stores.routes, *models.routes]
     app = Starlette(
-        routes=[*health.routes, *console.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
+        routes=[*health.routes, *observability_web.routes, *console.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
         exception_handlers={
             APIError: api_error,
             HTTPException: http_error,
             Exception: internal_error,
         },
         middleware=[
+            Middleware(MetricsMiddleware),
             Middleware(
                 EdgeMiddleware,
                 keys=services.keys,

@@ -1,18 +1,22 @@
-"""The ``assistantd`` command: serve, migrate, and manage API keys."""
+"""The ``assistantd`` command: serve, check, migrate, back up and restore, and manage API keys."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
-import socket
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from assistantd import __version__
+from assistantd.diagnostics import is_loopback
+from assistantd.observability import tracing
+from assistantd.observability.logs import configure_logging
 from assistantd.settings import SETTINGS, Settings, load_settings
+from assistantd.store.base import Database
 
 log = logging.getLogger("assistantd")
 
@@ -24,20 +28,36 @@ def _add_setting_flags(parser: argparse.ArgumentParser, names: Sequence[str] | N
         help_text = f"{s.help} [env {s.env}; default {s.default!r}]"
         if s.type is bool:
             parser.add_argument(
-                s.flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                s.flag, dest=s.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
         else:
-            parser.add_argument(s.flag, dest=s.name, type=s.type, default=None, metavar=s.name.upper(), help=help_text)
+            parser.add_argument(
+                s.flag, dest=s.name, type=s.type, default=argparse.SUPPRESS, metavar=s.name.upper(), help=help_text
+            )
+
+
+CONFIG_HELP = (
+    "A TOML file of settings (env ASSISTANTD_CONFIG); keys are the settings' names, e.g. port = 8080. "
+    "Unknown keys are errors."
+)
+
+
+def _common(parser: argparse.ArgumentParser, storage_only: bool = True) -> None:
+    """--config, --version and the storage flags every subcommand that opens the database takes."""
+    # SUPPRESS: a flag given before a nested subcommand (keys --config F list) is not reset by the inner parser.
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
+    _add_setting_flags(parser, ["data_dir", "database_url"] if storage_only else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistantd",
-        description="A self-hosted server that speaks the OpenAI Assistants API v2.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="A self-hosted server that speaks the OpenAI Assistants API v2. Start it with "
+        "`assistantd serve`; `assistantd check` tests the configuration and every dependency.",
     )
     parser.add_argument("--version", action="version", version=f"assistantd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(
         "serve",
@@ -45,12 +65,52 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the HTTP server. Every flag can also be set by its environment "
         "variable or in a TOML file given with --config.",
     )
-    serve.add_argument("--config", help="A TOML file of settings (env ASSISTANTD_CONFIG).")
-    _add_setting_flags(serve)
+    _common(serve, storage_only=False)
 
-    migrate = sub.add_parser("migrate", help="Create or upgrade the database schema, then exit.")
-    migrate.add_argument("--config")
-    _add_setting_flags(migrate, ["data_dir", "database_url"])
+    check = sub.add_parser(
+        "check",
+        help="Validate the settings and probe every dependency; exit 1 if something is wrong.",
+        description="Validate the settings (flags, environment, --config file) and probe each dependency: the "
+        "database (and its schema version), each upstream's /models, the code interpreter sandbox (runs "
+        "print(6 * 7)), and the embeddings. Prints one line per probe; exits 1 if any failed, 2 if the "
+        "settings themselves are invalid.",
+    )
+    _common(check, storage_only=False)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="Create or upgrade the database schema, then exit.",
+        description="Create or upgrade the database schema and say which migrations ran and the schema "
+        "version. `serve` does the same at start-up; run this to migrate ahead of a rollout.",
+    )
+    _common(migrate)
+
+    backup = sub.add_parser(
+        "backup",
+        help="Back up the database and the file bytes into one .tar file, while the server runs.",
+        description="Back up the database (SQLite: a consistent online snapshot; PostgreSQL: pg_dump) and "
+        "every file's bytes into one .tar file, while the server runs. Restore it with `assistantd restore`.",
+    )
+    backup.add_argument("dest", metavar="FILE.tar", help="The backup file to write (replaced if it exists).")
+    backup.add_argument(
+        "--pg-dump", default="pg_dump", metavar="PATH",
+        help="The pg_dump to use for PostgreSQL (its major version must be at least the server's).",
+    )  # fmt: skip
+    _common(backup)
+
+    restore = sub.add_parser(
+        "restore",
+        help="Restore a backup into the configured (fresh) database and data dir.",
+        description="Restore a backup made by `assistantd backup` into the configured database and data dir, "
+        "which must hold no objects yet (--force overwrites), then migrate it to this version's schema. "
+        "Stop the server first.",
+    )
+    restore.add_argument("src", metavar="FILE.tar", help="The backup file to read.")
+    restore.add_argument(
+        "--pg-restore", default="pg_restore", metavar="PATH", help="The pg_restore to use for PostgreSQL."
+    )
+    restore.add_argument("--force", action="store_true", help="Overwrite a database that already holds objects.")
+    _common(restore)
 
     blobs = sub.add_parser("blobs", help="Manage stored file bytes.")
     blobs_sub = blobs.add_subparsers(dest="blobs_command", required=True)
@@ -61,49 +121,37 @@ def build_parser() -> argparse.ArgumentParser:
         "replicas read them. Safe to interrupt and run again: files already moved are skipped, a file cut "
         "short is written again. The folder is left as it was; remove it once nothing is left to move.",
     )
-    move.add_argument("--config")
     move.add_argument("--limit", type=int, default=None, help="Move at most this many files in this run.")
-    _add_setting_flags(move, ["data_dir", "database_url"])
+    _common(move)
 
-    keys = sub.add_parser("keys", help="Manage API keys (stored hashed in the database).")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="Create a key for a project and print it once.")
-    create.add_argument("--project", default="default", help="The project the key belongs to.")
+    keys = sub.add_parser(
+        "keys",
+        help="Manage API keys (stored hashed in the database).",
+        description="Manage API keys. Keys are stored hashed; each belongs to a project, and a project's "
+        "objects are invisible to other projects' keys.",
+    )
+    _common(keys)
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    create = keys_sub.add_parser(
+        "create", help="Create a key for a project and print it once.", description="Create a key for a "
+        "project and print it once (only its hash is stored)."
+    )
+    create.add_argument("--project", default="default", help="The project the key belongs to (default: default).")
     create.add_argument("--name", default="", help="A label to recognise the key by.")
-    listing = keys_sub.add_parser("list", help="List keys (ids, projects, names; never the keys).")
-    revoke = keys_sub.add_parser("revoke", help="Revoke a key by its id.")
-    revoke.add_argument("key_id")
+    listing = keys_sub.add_parser(
+        "list", help="List keys (ids, projects, names; never the keys).",
+        description="List keys: id, project, active or revoked, name (never the keys).",
+    )
+    revoke = keys_sub.add_parser("revoke", help="Revoke a key by its id.", description="Revoke a key by its id.")
+    revoke.add_argument("key_id", help="The key's id, as `assistantd keys list` shows it (key_...).")
     for p in (create, listing, revoke):
-        p.add_argument("--config")
-        _add_setting_flags(p, ["data_dir", "database_url"])
+        _common(p)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {s.name: getattr(args, s.name, None) for s in SETTINGS}
     return load_settings(overrides, config_file=getattr(args, "config", None))
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every upstream request at INFO; one line per run transition is ours to write.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        try:
-            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
-        except OSError:
-            return False
 
 
 def _serve(settings: Settings) -> int:
@@ -123,13 +171,8 @@ def _serve(settings: Settings) -> int:
             )
             return 2
         log.warning("no API keys are configured: any key is accepted (project 'default')")
-    log.info(
-        "starting assistantd %s on http://%s:%d/v1 database=%s",
-        __version__,
-        settings.host,
-        settings.port,
-        services.db.dialect,
-    )
+    # What it serves, where, and with which models is said in one block once the app has started
+    # (diagnostics.startup_block, logged from the app's lifespan).
     app = create_app(settings, services)
     uvicorn.run(
         app,
@@ -138,6 +181,7 @@ def _serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        log_config=None,  # uvicorn's loggers go through ours (observability/logs.py): one format
     )
     return 0
 
@@ -182,23 +226,94 @@ def _migrate_blobs(db: Any, settings: Settings, limit: int | None) -> int:
     return 0
 
 
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from assistantd.diagnostics import format_report, run_checks
+
+    source = getattr(args, "config", None) or os.environ.get("ASSISTANTD_CONFIG")
+    described = f"valid ({source} + environment + flags)" if source else "valid (defaults + environment + flags)"
+    probes = asyncio.run(run_checks(settings, described))
+    print(format_report(probes))
+    return 1 if any(p.status == "FAIL" for p in probes) else 0
+
+
+def _migrate(db: Database) -> None:
+    from assistantd.store.schema import LATEST
+
+    rows = db.write_sync(
+        lambda conn: conn.fetchall("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+    )
+    # open_database migrated already, and noted which versions it applied.
+    applied = [f"{version} {name}" for version, name, _at in rows if version in db.migrated]
+    version = max((row[0] for row in rows), default=0)
+    if applied:
+        print(f"applied {len(applied)} migration(s) on {db.dialect}: " + "; ".join(applied))
+    else:
+        print(f"nothing to migrate on {db.dialect}")
+    print(f"schema version {version} (this assistantd's latest: {LATEST})")
+
+
+def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from assistantd.backup import BackupError, backup, restore
+
+    try:
+        if args.command == "backup":
+            done = backup(settings, Path(args.dest), pg_dump=args.pg_dump)
+            print(
+                f"backed up {done.dialect} (schema version {done.schema_version}), {done.files} files, "
+                f"{done.blobs} file contents to {args.dest}"
+            )
+        else:
+            done = restore(settings, Path(args.src), pg_restore=args.pg_restore, force=args.force)
+            print(
+                f"restored {done.dialect} (now schema version {done.schema_version}), {done.files} files, "
+                f"{done.blobs} file contents from {args.src}"
+            )
+    except BackupError as exc:
+        print(f"assistantd {args.command}: {exc}", file=sys.stderr)
+        return 1
+    if done.missing_blobs:
+        print(
+            f"warning: {len(done.missing_blobs)} files were deleted while the backup ran and have no contents: "
+            + ", ".join(done.missing_blobs[:20]),
+            file=sys.stderr,
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "keys" and args.keys_command is None:
+        parser.parse_args(["keys", "--help"])  # prints the keys help and exits 0
     try:
         settings = _settings(args)
     except (ValueError, OSError) as exc:
         print(f"assistantd: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
+        try:
+            tracing.setup(settings.otel_exporter)
+        except ValueError as exc:
+            print(f"assistantd: otel_exporter = {settings.otel_exporter}: {exc}", file=sys.stderr)
+            return 2
         return _serve(settings)
+    if args.command == "check":
+        return _check(settings, args)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(settings, args)
 
     from assistantd.store import open_database
 
     db = open_database(settings.resolved_database_url, pool_size=2)
     try:
         if args.command == "migrate":
-            print(f"database schema is up to date ({db.dialect})")
+            _migrate(db)
         elif args.command == "blobs":
             return _migrate_blobs(db, settings, args.limit)
         elif args.keys_command == "create":
@@ -214,8 +329,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = "revoked" if rec.revoked_at else "active"
                 print(f"{rec.id}\t{rec.project_id}\t{state}\t{rec.name}")
         elif args.keys_command == "revoke":
-            import time
-
             from assistantd.store import keys as key_rows
 
             if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, int(time.time()))):

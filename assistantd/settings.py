@@ -1,14 +1,21 @@
-"""Every setting, declared once: name, type, default and help text.
+"""Every setting, declared once: a field of ``Settings`` with its type, default and help text.
 
 Settings are read once at start-up, from (lowest to highest precedence) the defaults below, an optional
 TOML file (``ASSISTANTD_CONFIG`` or ``--config``), ``ASSISTANTD_*`` environment variables, and command-line
-flags. ``assistantd serve --help`` and the README's settings table are generated from ``SETTINGS`` so the
-docs cannot drift from the code (a test checks the README).
+flags. ``SETTINGS`` (each field's name, env var, flag and help) is derived from the dataclass, so
+``assistantd serve --help`` cannot drift from the code, and a test keeps README's settings table in step.
+
+To add a setting, add one line to ``Settings``: ``name: type = setting(default, "help")``.
+
+The TOML file is strict: a key that is neither a setting nor one of ``SECTIONS`` is an error naming the
+file, its line and the nearest valid key, so a typo (``log-level``, ``[[upstream]]``) cannot pass silently.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -16,6 +23,15 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "ASSISTANTD_"
+
+# Tables the config file may hold besides settings, with the keys each entry may have (None: any key,
+# e.g. [aliases] maps model names). The model router reads them (llm/router.py).
+SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "upstreams": ("name", "base_url", "api_key", "api_key_env", "models", "timeout"),
+    "aliases": None,
+}
+
+_TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
 
 @dataclass(frozen=True)
@@ -34,127 +50,148 @@ class Setting:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def toml_key(self) -> str:
+        return self.name
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "127.0.0.1", "Address to listen on."),
-    Setting("port", int, 8000, "Port to listen on."),
-    Setting("data_dir", str, "./data", "Folder for the SQLite database and uploaded file bytes."),
-    Setting(
-        "database_url",
-        str,
-        "",
-        "Database to use: empty for SQLite in the data dir, sqlite:///path/to.db, or "
-        "postgresql://user:pass@host/db.",
-    ),
-    Setting(
-        "api_keys",
-        str,
-        "",
-        "Comma-separated API keys accepted in addition to keys created with `assistantd keys create`. "
-        "Each entry is KEY or KEY:PROJECT (a bare key belongs to project 'default').",
-    ),
-    Setting(
-        "allow_no_auth",
-        bool,
-        False,
-        "Accept any API key even when listening on a non-loopback address. Without keys configured the "
-        "server accepts any key on loopback only, and refuses to start elsewhere unless this is set.",
-    ),
-    Setting("max_body_bytes", int, 16 * 1024 * 1024, "Largest JSON request body accepted, in bytes."),
-    Setting("max_upload_bytes", int, 512 * 1024 * 1024, "Largest file upload accepted, in bytes."),
-    Setting("db_pool_size", int, 8, "Database connections for reads (and PostgreSQL writes)."),
-    Setting("ready_timeout_seconds", float, 5.0, "How long GET /health/ready waits for each dependency (the "
-            "database, the file store) before it reports it down."),
-    Setting(
-        "upstream_base_url",
-        str,
-        "",
-        "An OpenAI-compatible Chat Completions endpoint (e.g. http://localhost:11434/v1) that serves every "
-        "model. More upstreams, model patterns and aliases go in the config file.",
-    ),
-    Setting("upstream_api_key", str, "", "The key sent to the upstream endpoint (never logged)."),
-    Setting("upstream_timeout", float, 600.0, "Seconds a model call may take before the run fails."),
-    Setting("run_expiry_seconds", int, 600, "A run still waiting for tool outputs this long after "
-            "creation becomes expired."),
-    Setting("run_lease_seconds", float, 30.0, "How long a server's claim on a run lasts without renewal; "
-            "a run whose server died is ended this long after its last renewal."),
-    Setting("reap_interval_seconds", float, 5.0, "How often each server looks for expired runs and runs "
-            "whose server died."),
-    Setting("context_tokens", int, 128_000, "The context window assumed for truncation_strategy auto, "
-            "in tokens."),
-    Setting(
-        "log_level", str, "info", "Log level: debug, info, warning or error.", ("debug", "info", "warning", "error")
-    ),
-    Setting("access_log", bool, False, "Log one line per HTTP request."),
-    Setting("code_interpreter_pool_size", int, 2, "Code interpreter sandboxes kept started ahead of need, so "
-            "a thread's first execution does not wait for a kernel (0: start on demand)."),
-    Setting("code_interpreter_idle_seconds", int, 3600, "A code interpreter session (one per thread) unused this "
-            "long is closed; its variables and files are gone."),
-    Setting("code_interpreter_timeout", float, 60.0, "Wall-clock seconds one code execution may take before it "
-            "is stopped; the session then restarts fresh (files kept)."),
-    Setting("code_interpreter_cpu_seconds", int, 60, "CPU seconds one code execution may use."),
-    Setting("code_interpreter_memory_mb", int, 1024, "Memory limit of each code interpreter sandbox, in MB."),
-    Setting("code_interpreter_max_processes", int, 128, "Processes and threads each code interpreter sandbox "
-            "may run at once."),
-    Setting("code_interpreter_max_file_mb", int, 256, "Largest file code may write, in MB."),
-    Setting("code_interpreter_max_output_bytes", int, 32768, "Output (logs) kept per code execution; the rest is "
-            "dropped with a note."),
-    Setting("code_interpreter_max_sessions", int, 64, "Live code interpreter sessions; past this the least "
-            "recently used idle one is closed."),
-    Setting("code_interpreter_python", str, "", "The Python the code interpreter runs (needs ipykernel and the "
-            "data-science packages); empty for the server's own."),
-    Setting("code_interpreter_allow_unsandboxed", bool, False, "DANGEROUS: where no sandbox is available "
-            "(no bubblewrap, not root), run model-written code without isolation instead of failing."),
-    Setting("embedding_base_url", str, "", "An OpenAI-compatible /embeddings endpoint (e.g. http://localhost:11434/v1) "
-            "for file search; empty for the local model."),
-    Setting("embedding_model", str, "text-embedding-3-small", "The model asked for at the embedding endpoint."),
-    Setting("embedding_api_key", str, "", "The key sent to the embedding endpoint (never logged)."),
-    Setting("local_embeddings", bool, True, "Embed with the bundled all-MiniLM-L6-v2 (no network) when no endpoint "
-            "is set; off: file search on keywords alone."),
-    Setting("ingest_workers", int, 1, "Files processed for vector stores at once (each takes about one CPU core); "
-            "0: this server processes none (another replica does)."),
-)
 
-_BY_NAME = {s.name: s for s in SETTINGS}
+def setting(default: Any, help: str, *, choices: tuple[str, ...] = ()) -> Any:
+    """A ``Settings`` field: its default, and the help text shown by --help and README."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: str = "./data"
-    database_url: str = ""
-    api_keys: str = ""
-    allow_no_auth: bool = False
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_upload_bytes: int = 512 * 1024 * 1024
-    db_pool_size: int = 8
-    ready_timeout_seconds: float = 5.0
-    upstream_base_url: str = ""
-    upstream_api_key: str = ""
-    upstream_timeout: float = 600.0
-    run_expiry_seconds: int = 600
-    run_lease_seconds: float = 30.0
-    reap_interval_seconds: float = 5.0
-    context_tokens: int = 128_000
-    log_level: str = "info"
-    access_log: bool = False
-    code_interpreter_pool_size: int = 2
-    code_interpreter_idle_seconds: int = 3600
-    code_interpreter_timeout: float = 60.0
-    code_interpreter_cpu_seconds: int = 60
-    code_interpreter_memory_mb: int = 1024
-    code_interpreter_max_processes: int = 128
-    code_interpreter_max_file_mb: int = 256
-    code_interpreter_max_output_bytes: int = 32768
-    code_interpreter_max_sessions: int = 64
-    code_interpreter_python: str = ""
-    code_interpreter_allow_unsandboxed: bool = False
-    embedding_base_url: str = ""
-    embedding_model: str = "text-embedding-3-small"
-    embedding_api_key: str = ""
-    local_embeddings: bool = True
-    ingest_workers: int = 1
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8000, "Port to listen on.")
+    data_dir: str = setting("./data", "Folder for the SQLite database and uploaded file bytes.")
+    database_url: str = setting(
+        "",
+        "Database to use: empty for SQLite in the data dir, sqlite:///path/to.db, or "
+        "postgresql://user:pass@host/db.",
+    )
+    api_keys: str = setting(
+        "",
+        "Comma-separated API keys accepted in addition to keys created with `assistantd keys create`. Each "
+        "entry is KEY or KEY:PROJECT (a bare key belongs to project 'default').",
+    )
+    allow_no_auth: bool = setting(
+        False,
+        "Accept any API key even when listening on a non-loopback address. Without keys configured the server"
+        " accepts any key on loopback only, and refuses to start elsewhere unless this is set.",
+    )
+    max_body_bytes: int = setting(16 * 1024 * 1024, "Largest JSON request body accepted, in bytes.")
+    max_upload_bytes: int = setting(512 * 1024 * 1024, "Largest file upload accepted, in bytes.")
+    db_pool_size: int = setting(8, "Database connections for reads (and PostgreSQL writes).")
+    ready_timeout_seconds: float = setting(
+        5.0,
+        "How long GET /health/ready waits for each dependency (the database, the file store) before it reports "
+        "it down.",
+    )
+    upstream_base_url: str = setting(
+        "",
+        "An OpenAI-compatible Chat Completions endpoint (e.g. http://localhost:11434/v1) that serves every "
+        "model. More upstreams, model patterns and aliases go in the config file.",
+    )
+    upstream_api_key: str = setting("", "The key sent to the upstream endpoint (never logged).")
+    upstream_timeout: float = setting(600.0, "Seconds a model call may take before the run fails.")
+    run_expiry_seconds: int = setting(
+        600,
+        "A run still waiting for tool outputs this long after creation becomes expired.",
+    )
+    run_lease_seconds: float = setting(
+        30.0,
+        "How long a server's claim on a run lasts without renewal; a run whose server died is ended this long"
+        " after its last renewal.",
+    )
+    reap_interval_seconds: float = setting(
+        5.0,
+        "How often each server looks for expired runs and runs whose server died.",
+    )
+    context_tokens: int = setting(128_000, "The context window assumed for truncation_strategy auto, in tokens.")
+    log_level: str = setting(
+        "info",
+        "Log level: debug, info, warning or error.",
+        choices=("debug", "info", "warning", "error"),
+    )
+    access_log: bool = setting(False, "Log one line per HTTP request.")
+    log_format: str = setting(
+        "text",
+        "Log line format for every logger (ours and uvicorn's): text (time level=... logger=... message "
+        "key=value) or json (one object per line).",
+        choices=("text", "json"),
+    )
+    metrics_port: int = setting(
+        0,
+        "Also serve /metrics without auth on this port (0: only on the API's address, where it takes an API "
+        "key). Meant for a private network.",
+    )
+    metrics_host: str = setting("127.0.0.1", "The address of the metrics_port listener.")
+    otel_exporter: str = setting(
+        "none",
+        "OpenTelemetry traces (needs the otel extra): none, otlp (to OTEL_EXPORTER_OTLP_ENDPOINT, default "
+        "http://localhost:4318) or console.",
+        choices=("none", "otlp", "console"),
+    )
+    code_interpreter_pool_size: int = setting(
+        2,
+        "Code interpreter sandboxes kept started ahead of need, so a thread's first execution does not wait "
+        "for a kernel (0: start on demand).",
+    )
+    code_interpreter_idle_seconds: int = setting(
+        3600,
+        "A code interpreter session (one per thread) unused this long is closed; its variables and files are "
+        "gone.",
+    )
+    code_interpreter_timeout: float = setting(
+        60.0,
+        "Wall-clock seconds one code execution may take before it is stopped; the session then restarts fresh"
+        " (files kept).",
+    )
+    code_interpreter_cpu_seconds: int = setting(60, "CPU seconds one code execution may use.")
+    code_interpreter_memory_mb: int = setting(1024, "Memory limit of each code interpreter sandbox, in MB.")
+    code_interpreter_max_processes: int = setting(
+        128,
+        "Processes and threads each code interpreter sandbox may run at once.",
+    )
+    code_interpreter_max_file_mb: int = setting(256, "Largest file code may write, in MB.")
+    code_interpreter_max_output_bytes: int = setting(
+        32768,
+        "Output (logs) kept per code execution; the rest is dropped with a note.",
+    )
+    code_interpreter_max_sessions: int = setting(
+        64,
+        "Live code interpreter sessions; past this the least recently used idle one is closed.",
+    )
+    code_interpreter_python: str = setting(
+        "",
+        "The Python the code interpreter runs (needs ipykernel and the data-science packages); empty for the "
+        "server's own.",
+    )
+    code_interpreter_allow_unsandboxed: bool = setting(
+        False,
+        "DANGEROUS: where no sandbox is available (no bubblewrap, not root), run model-written code without "
+        "isolation instead of failing.",
+    )
+    embedding_base_url: str = setting(
+        "",
+        "An OpenAI-compatible /embeddings endpoint (e.g. http://localhost:11434/v1) for file search; empty "
+        "for the local model.",
+    )
+    embedding_model: str = setting("text-embedding-3-small", "The model asked for at the embedding endpoint.")
+    embedding_api_key: str = setting("", "The key sent to the embedding endpoint (never logged).")
+    local_embeddings: bool = setting(
+        True,
+        "Embed with the bundled all-MiniLM-L6-v2 (no network) when no endpoint is set; off: file search on "
+        "keywords alone.",
+    )
+    ingest_workers: int = setting(
+        1,
+        "Files processed for vector stores at once (each takes about one CPU core); 0: this server processes "
+        "none (another replica does).",
+    )
+
+    # The config file's [[upstreams]] and [aliases] tables (see SECTIONS), for the model router.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -178,6 +215,15 @@ class Settings:
             key, _, project = entry.partition(":")
             keys[key.strip()] = project.strip() or "default"
         return keys
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, _TYPES[str(f.type)], f.default, f.metadata["help"], f.metadata["choices"])
+    for f in fields(Settings)
+    if "help" in f.metadata
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def _coerce(setting: Setting, raw: Any, source: str) -> Any:
@@ -210,6 +256,65 @@ def _coerce(setting: Setting, raw: Any, source: str) -> Any:
     return text
 
 
+def _line_of(text: str, key: str, after: int = 0) -> int:
+    """The 1-based line where ``key`` is set or opened as a table (searching from line ``after``), or 0."""
+    quoted = re.escape(key)
+    pattern = re.compile(rf"""^\s*(\[\[?\s*)?(["']?){quoted}\2\s*(=|\]|\.)""")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if number > after and pattern.match(line):
+            return number
+    return 0
+
+
+def _unknown(path: str, text: str, key: str, valid: list[str], where: str = "", after: int = 0) -> ValueError:
+    line = _line_of(text, key, after)
+    at = f"{path}:{line}" if line else path
+    near = difflib.get_close_matches(key.replace("-", "_").lower(), valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return ValueError(f"{at}: unknown {where}key {key!r}{hint}")
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings and the SECTIONS tables of a TOML file; every unknown key is an error."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    valid = sorted([*_BY_NAME, *SECTIONS])
+    for key, value in doc.items():
+        if key in _BY_NAME:
+            if isinstance(value, dict):
+                raise ValueError(f"{path}:{_line_of(text, key)}: {key} is a setting, not a table")
+            values[key] = _coerce(_BY_NAME[key], value, f"{path}: {key}")
+        elif key in SECTIONS:
+            sections[key] = _check_section(path, text, key, value)
+        else:
+            raise _unknown(path, text, key, valid)
+    return values, sections
+
+
+def _check_section(path: str, text: str, name: str, value: Any) -> Any:
+    allowed = SECTIONS[name]
+    start = _line_of(text, name)
+    if allowed is None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}:{start}: [{name}] must be a table of names to names")
+        return value
+    entries = value if isinstance(value, list) else None
+    if entries is None or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{path}:{start}: {name} must be an array of tables, written [[{name}]]")
+    for entry in entries:
+        for key in entry:
+            if key not in allowed:
+                raise _unknown(path, text, key, list(allowed), where=f"[[{name}]] ", after=start)
+    return value
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -221,20 +326,11 @@ def load_settings(
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
     extra: dict[str, Any] = {}
     if config_file:
-        with open(config_file, "rb") as fh:
-            doc = tomllib.load(fh)
-        for key, raw in doc.items():
-            if key in _BY_NAME:
-                values[key] = _coerce(_BY_NAME[key], raw, f"{config_file}: {key}")
-            else:
-                # Sections later issues own (e.g. [upstreams]) ride along untouched.
-                extra[key] = raw
+        values, extra = read_config_file(config_file)
     for s in SETTINGS:
         if s.env in environ:
             values[s.name] = _coerce(s, environ[s.env], s.env)
     for key, raw in (overrides or {}).items():
         if raw is not None:
             values[key] = _coerce(_BY_NAME[key], raw, _BY_NAME[key].flag)
-    known = {f.name for f in fields(Settings)}
-    assert set(_BY_NAME) <= known, "every Setting needs a Settings field"
     return Settings(**values, extra=extra)

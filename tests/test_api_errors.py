@@ -48,6 +48,7 @@ def test_health_needs_no_key(make_api: MakeApi) -> None:
         ("GET", "/v1/"),
         ("GET", "/nowhere"),
         ("GET", "/console-not-here/x"),
+        ("GET", "/nowhere/deeper"),
         ("DELETE", "/v1/threads/thread_1/messages/msg_1/more"),
     ],
 )

@@ -26,8 +26,13 @@ def test_patterns_pick_the_first_matching_upstream_and_aliases_rename() -> None:
     assert router.upstreams[0].api_key == "s"
     aliased = router.resolve("gpt-4o")
     assert (aliased.upstream, aliased.upstream_model) == ("local", "llama3.1:8b")
-    with pytest.raises(NoRoute, match="No model provider is configured for model 'mistral'"):
+    with pytest.raises(NoRoute) as err:
         router.resolve("mistral")
+    # Upstreams are configured: the error lists what they serve instead of saying to configure one.
+    assert str(err.value).startswith(
+        "No model provider serves model 'mistral': the configured upstreams serve openai: gpt-*; local: llama*."
+    )
+    assert "[[upstreams]]" in str(err.value) and "ASSISTANTD_UPSTREAM_BASE_URL" not in str(err.value)
 
 
 def test_openai_key_in_the_environment_is_the_fallback() -> None:

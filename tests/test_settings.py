@@ -112,12 +112,69 @@ def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
     assert loaded.data_dir == "./data"  # an unset flag (None) changes nothing
 
 
-def test_config_file_from_env_and_unknown_sections_ride_along(tmp_path: Path) -> None:
+def test_config_file_from_env_and_known_sections_ride_along(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text('max_upload_bytes = 10\n\n[aliases]\n"gpt-4o" = "llama"\n')
+    config.write_text(
+        'max_upload_bytes = 10\n\n[aliases]\n"gpt-4o" = "llama"\n\n'
+        '[[upstreams]]\nname = "local"\nbase_url = "http://x/v1"\nmodels = ["llama*"]\n'
+    )
     loaded = load_settings(environ={"ASSISTANTD_CONFIG": str(config)})
     assert loaded.max_upload_bytes == 10
-    assert loaded.extra == {"aliases": {"gpt-4o": "llama"}}
+    assert loaded.extra == {
+        "aliases": {"gpt-4o": "llama"},
+        "upstreams": [{"name": "local", "base_url": "http://x/v1", "models": ["llama*"]}],
+    }
+
+
+def test_settings_are_declared_once_in_the_settings_dataclass() -> None:
+    source = (Path(__file__).resolve().parent.parent / "assistantd" / "settings.py").read_text()
+    for s in SETTINGS:
+        # One declaration per setting: its name appears once as a field, and nowhere as a Setting(...) call.
+        assert len(re.findall(rf"^\s+{s.name}\b\s*:", source, re.MULTILINE)) == 1, s.name
+        assert f'Setting("{s.name}"' not in source, s.name
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "near"),
+    [
+        ('port = 1\nlog-level = "debug"\n', 2, "log-level", "log_level"),
+        ('\n\n[[upstream]]\nbase_url = "http://x/v1"\n', 3, "upstream", "upstreams"),
+        ('[[upstreams]]\nbase_url = "http://x/v1"\nmodel = ["a*"]\n', 3, "model", "models"),
+        ('acces_log = true\n', 1, "acces_log", "access_log"),
+        ('[server]\nport = 1\n', 1, "server", None),
+    ],
+)
+def test_unknown_config_keys_name_the_file_line_and_nearest_key(
+    tmp_path: Path, text: str, line: int, key: str, near: str | None
+) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text(text)
+    with pytest.raises(ValueError) as info:
+        load_settings(environ={}, config_file=str(config))
+    message = str(info.value)
+    assert message.startswith(f"{config}:{line}: unknown "), message
+    assert repr(key) in message
+    if near:
+        assert message.endswith(f"did you mean {near!r}?"), message
+    else:
+        assert "did you mean" not in message
+
+
+def test_a_broken_toml_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "broken.toml"
+    config.write_text('port = 1\nhost = "unterminated\n')
+    with pytest.raises(ValueError, match=re.escape(f"{config}: not valid TOML: ") + ".*line 2"):
+        load_settings(environ={}, config_file=str(config))
+    assert main(["serve", "--config", str(config)]) == 2
+    assert f"assistantd: {config}: not valid TOML" in capsys.readouterr().err
+
+
+def test_a_section_written_as_a_plain_table_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "t.toml"
+    config.write_text('[upstreams]\nbase_url = "http://x/v1"\n')
+    expected = f"{config}:1: upstreams must be an array of tables, written [[upstreams]]"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_settings(environ={}, config_file=str(config))
 
 
 def test_bad_config_values_name_the_file_and_key(tmp_path: Path) -> None:
@@ -186,6 +243,14 @@ def test_readme_documents_every_setting(setting: Setting) -> None:
     rows = [line for line in text.splitlines() if line.startswith("|") and f"`{setting.env}`" in line]
     assert len(rows) == 1, f"README.md needs one settings-table row for {setting.env}"
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert cells[1] == f"`{setting.flag}`", rows[0]
-    assert cells[2] == f"`{_readme_default(setting)}`" or cells[2] == _readme_default(setting), rows[0]
-    assert cells[3], rows[0]
+    assert cells[0] == f"`{setting.toml_key}`", rows[0]
+    assert cells[1] == f"`{setting.env}`", rows[0]
+    assert cells[2] == f"`{setting.flag}`", rows[0]
+    assert cells[3] == f"`{_readme_default(setting)}`" or cells[3] == _readme_default(setting), rows[0]
+    assert cells[4], rows[0]
+
+
+def test_readme_settings_table_has_no_stale_rows() -> None:
+    text = README.read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `[a-z_0-9]+` \| `(ASSISTANTD_[A-Z_0-9]+)` \|", text, re.MULTILINE))
+    assert documented == {s.env for s in SETTINGS}

@@ -21,6 +21,7 @@ from assistantd.engine.records import Closed, close_run, new_message, new_step, 
 from assistantd.ids import new_id
 from assistantd.llm.base import ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError, Usage
 from assistantd.llm.router import NoRoute
+from assistantd.observability.hooks import log_run_ended
 from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
@@ -200,7 +201,15 @@ class RunJob:
             log.exception("run %s could not be closed as %s", self.run_id, status)
             return
         self._announce(closed)
-        log.info("run ended run_id=%s status=%s", self.run_id, status)
+        log_run_ended(
+            project=self.project,
+            thread_id=self.run.get("thread_id", ""),
+            run_id=self.run_id,
+            model=self.run.get("model", ""),
+            status=status,
+            started_at=self.run.get("started_at") or self.run.get("created_at"),
+            last_error=last_error,
+        )
 
     def _announce(self, closed: Closed) -> None:
         for message in closed.messages:

@@ -20,6 +20,7 @@ from assistantd.llm.base import (
     UpstreamError,
     Usage,
 )
+from assistantd.observability.hooks import model_call
 
 log = logging.getLogger("assistantd.llm")
 
@@ -90,11 +91,18 @@ class OpenAICompatModel(ChatModel):
         # The first least busy pool: one at a time, calls keep reusing the first pool's connections.
         pool = min(range(len(self._busy)), key=self._busy.__getitem__)
         self._busy[pool] += 1
+        call = model_call(self.name, request.model)  # log line, metrics and span of this call
+        error: BaseException | None = None
         try:
             async for event in self._stream(self._clients[pool], body):
+                call.saw(event)
                 yield event
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             self._busy[pool] -= 1
+            call.end(error)
 
     async def _stream(self, client: httpx.AsyncClient, body: bytes) -> AsyncIterator[ChatEvent]:
         for attempt in range(_RETRIES + 1):

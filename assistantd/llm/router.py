@@ -30,6 +30,12 @@ NO_UPSTREAM = (
 )
 
 
+NO_MATCH = (
+    "No model provider serves model '{model}': the configured upstreams serve {patterns}. Add a pattern that "
+    "matches it to an [[upstreams]] entry's models, or map it to a served model in [aliases] (config file)."
+)
+
+
 class NoRoute(Exception):
     pass
 
@@ -106,7 +112,11 @@ class ModelRouter:
         for upstream in self.upstreams:
             if upstream.matches(target):
                 return Route(upstream.client, target, upstream.name)
-        raise NoRoute(NO_UPSTREAM.format(model=model))
+        if not self.upstreams:
+            raise NoRoute(NO_UPSTREAM.format(model=model))
+        patterns = "; ".join(f"{u.name}: {', '.join(u.models)}" for u in self.upstreams)
+        shown = model if target == model else f"{model}' (alias of '{target}"
+        raise NoRoute(NO_MATCH.format(model=shown, patterns=patterns))
 
     def routable(self, model: str) -> bool:
         try:

@@ -14,7 +14,7 @@ break the stream), ``hold`` (after the first chunk, wait for /_release), ``ttft_
 With no turn queued the model echoes the last user message; ``--ttft-ms``, ``--delay-ms`` and
 ``--tokens`` shape that default answer for benchmarks.
 
-Run it with ``python -m assistantd.llm.scripted --port 9000``.
+Run it with ``python -m assistantd.llm.scripted --port 9000``; ``--help`` documents the script format.
 """
 
 from __future__ import annotations
@@ -207,18 +207,76 @@ def create_app(script: Script | None = None) -> Starlette:
     )
 
 
-def main() -> None:
-    import uvicorn
+HELP_EPILOG = """\
+what it answers:
+  With no script queued for a model, every model answers by echoing the last user message
+  ("You said: ..."), streamed word by word. Point assistantd at it with
+  --upstream-base-url http://HOST:PORT/v1 and use any model name.
 
-    parser = argparse.ArgumentParser(description="A scripted OpenAI-compatible Chat Completions server.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
+scripts (queue answers for one model name, used in order, one per model call):
+  curl -s http://127.0.0.1:9000/_script -d '{"model": "demo", "turns": [TURN, ...]}'
+  GET  /_requests?model=demo     the request bodies that model received
+  POST /_release?model=demo      let a turn with "hold" go on
+
+a TURN is a JSON object with any of:
+  "text": "..."                  the answer, streamed word by word ("chunks": [...] to split it yourself)
+  "tool_calls": [{"name": N, "arguments": "{...}"}]
+                                 call tools; N is a function tool of the assistant, or a built-in:
+                                 "code_interpreter" (arguments {"code": "print(1+1)"}) or
+                                 "file_search" (arguments {"queries": ["..."]})
+  "usage": {"prompt_tokens": P, "completion_tokens": C}
+  "finish_reason": "stop" | "length" | "tool_calls"
+  "status": 429, "error": "..."  answer with that HTTP error instead
+  "fail_after": N                break the stream after N chunks
+  "hold": true                   pause after the first chunk until /_release
+  "ttft_ms": MS, "delay_ms": MS  delay before the first chunk, and between chunks
+
+example: a run whose model first runs code, then answers:
+  {"model": "demo", "turns": [
+     {"tool_calls": [{"name": "code_interpreter", "arguments": "{\\"code\\": \\"print(6*7)\\"}"}]},
+     {"text": "The answer is 42."}]}
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m assistantd.llm.scripted",
+        description="A scripted OpenAI-compatible Chat Completions server (streaming, tool calls, errors): the "
+        "test double for assistantd's model, handy for demos. It prints the address it listens on.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
+    parser.add_argument("--port", type=int, default=9000, help="Port to listen on (default 9000; 0: any free port).")
     parser.add_argument("--ttft-ms", type=float, default=0.0, help="Delay before the first token (default answer).")
     parser.add_argument("--delay-ms", type=float, default=0.0, help="Delay between tokens (default answer).")
     parser.add_argument("--tokens", type=int, default=0, help="Answer with this many tokens instead of an echo.")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    import socket
+    import sys
+
+    import uvicorn
+
+    args = build_parser().parse_args(argv)
     app = create_app(Script(ttft_ms=args.ttft_ms, delay_ms=args.delay_ms, tokens=args.tokens))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Bound here, not by uvicorn, so the real port (with --port 0) is known and printed before serving.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"scripted model listening on http://{shown}:{port}/v1 (--help for the script format)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from assistantd.observability.hooks import file_ingested
 from assistantd.store import Database
 from assistantd.store import vectors as vrows
 from assistantd.store.base import Conn
@@ -215,6 +216,7 @@ class Ingestor:
                 log.info("ingestion stopped file_id=%s vector_store_id=%s", job.file_id, job.store_id)
                 return
             if await self._complete(job, result):
+                file_ingested("completed", time.perf_counter() - started, len(result.chunks))
                 log.info(
                     "file indexed file_id=%s vector_store_id=%s chunks=%d ms=%.0f",
                     job.file_id,
@@ -276,6 +278,7 @@ class Ingestor:
 
     async def _fail(self, job: vrows.Job, code: str, message: str) -> None:
         log.info("file not indexed file_id=%s vector_store_id=%s code=%s: %s", job.file_id, job.store_id, code, message)
+        file_ingested(code)
 
         def tx(conn: Conn) -> None:
             if vrows.still_mine(conn, job.seq, self.owner):

@@ -49,6 +49,8 @@ class Conn(abc.ABC):
 
 class Database(abc.ABC):
     dialect: str
+    # The schema versions opening this database applied (``assistantd migrate`` reports them).
+    migrated: tuple[int, ...] | list[int] = ()
 
     @abc.abstractmethod
     async def read(self, fn: Callable[[Conn], T]) -> T:
@@ -65,6 +67,10 @@ class Database(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    def pool_stats(self) -> dict[str, int]:
+        """Connection pool figures for /metrics: size, idle and waiting (where the backend knows them)."""
+        return {}
+
 
 def open_database(url: str, *, pool_size: int = 8) -> Database:
     """Open (and migrate) the database named by ``url``."""
@@ -78,7 +84,7 @@ def open_database(url: str, *, pool_size: int = 8) -> Database:
             from assistantd.store.postgres import PostgresDatabase
         except ImportError as exc:
             raise ValueError(
-                "PostgreSQL support is not installed: pip install 'assistantd[postgres]'"
+                "PostgreSQL support is not installed: pip install '.[postgres]' in an assistantd checkout"
             ) from exc
         return PostgresDatabase(url, pool_size=pool_size)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://...")

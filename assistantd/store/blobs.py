@@ -46,6 +46,9 @@ class BlobMissing(KeyError):
 
 
 class BlobStore(abc.ABC):
+    # True when the bytes live in the database itself, so a database dump (backup) already holds them.
+    in_database: bool = False
+
     @abc.abstractmethod
     async def put(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
         """Store the bytes under ``key``; return their count. Nothing is left behind on failure."""
@@ -208,6 +211,8 @@ class PostgresBlobStore(BlobStore):
     for its whole length) under a header marked incomplete; readers see the blob only once the last
     transaction marks it complete. ``spool`` is the local folder for ``local_copy``'s temporary files.
     """
+
+    in_database = True
 
     def __init__(self, db: Database, spool: Path) -> None:
         if db.dialect != "postgres":

@@ -59,12 +59,20 @@ class PostgresDatabase(Database):
         self._executor = WorkerPool(pool_size, "pg")
         self._migrate()
 
-    def _migrate(self) -> None:
-        def locked(conn: Conn) -> None:
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))
-            migrate(conn)
+    def pool_stats(self) -> dict[str, int]:
+        stats = self._pool.get_stats()
+        return {
+            "size": int(stats.get("pool_size", 0)),
+            "idle": int(stats.get("pool_available", 0)),
+            "waiting": int(stats.get("requests_waiting", 0)),
+        }
 
-        self._transaction(locked)
+    def _migrate(self) -> None:
+        def locked(conn: Conn) -> list[int]:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))
+            return migrate(conn)
+
+        self.migrated = self._transaction(locked)
 
     def _transaction(self, fn: Callable[[Conn], T]) -> T:
         with self._pool.connection() as raw, raw.transaction():

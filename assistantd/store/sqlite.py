@@ -72,6 +72,7 @@ class SQLiteDatabase(Database):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._writer_pool = WorkerPool(1, "sqlite-writer")
         self._reader_pool = WorkerPool(max(1, readers), "sqlite-reader")
+        self._readers = max(1, readers)
         self._local = threading.local()
         self._writer: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
@@ -98,7 +99,10 @@ class SQLiteDatabase(Database):
         self._writer = raw
         with self._lock:
             self._all.append(raw)
-        self._transaction(migrate)
+        self.migrated = self._transaction(migrate)
+
+    def pool_stats(self) -> dict[str, int]:
+        return {"size": self._readers, "waiting": self._reader_pool.backlog}
 
     def _transaction(self, fn: Callable[[Conn], T]) -> T:
         assert self._writer is not None

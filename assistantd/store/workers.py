@@ -47,6 +47,11 @@ class WorkerPool:
         # Daemon threads do not hold the interpreter open; at exit, queued calls still finish.
         atexit.register(_drain, weakref.ref(self))
 
+    @property
+    def backlog(self) -> int:
+        """Calls queued and not yet picked up by a worker."""
+        return self._queue.qsize()
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise RuntimeError("cannot run database calls after shutdown")

@@ -52,7 +52,7 @@ log = logging.getLogger("assistantd.code_interpreter")
 _INSTANCE = re.compile(r".+-\d+-[0-9a-f]{6}")  # <hostname>-<pid>-<random>, see _open_instance
 
 KERNEL_MAIN = Path(__file__).with_name("kernel_main.py")
-INSTALL_HINT = "pip install 'assistantd[code-interpreter]'"
+INSTALL_HINT = "pip install '.[code-interpreter]' in an assistantd checkout"
 # Inside the sandbox.
 OPT = "/opt/assistantd"
 KERNEL_IPC = "/tmp/.kernel/kernel"  # the kernel's unix sockets, in its private /tmp

@@ -124,7 +124,8 @@ class CodeInterpreter:
 
             from .kernel import new_context
         except ImportError as exc:
-            self._host.mode, self._host.reason = "unavailable", f"{exc} (pip install 'assistantd[code-interpreter]')"
+            hint = "pip install '.[code-interpreter]' in an assistantd checkout"
+            self._host.mode, self._host.reason = "unavailable", f"{exc} ({hint})"
             return
         await self._host.prepare()
         if not self.available:

@@ -1,0 +1,166 @@
+"""What the call sites call: one line each in the engine, the model adapter and the ingestion worker.
+
+Each hook writes the log line, updates the metrics and closes the span for one event, so the call
+sites stay one line long and the instrumentation can change here alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+from assistantd.observability import metrics, tracing
+
+run_log = logging.getLogger("assistantd.runs")
+model_log = logging.getLogger("assistantd.model")
+
+_run_span: ContextVar[Any] = ContextVar("assistantd_run_span", default=None)
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def run_span(*, project: str, thread_id: str, run_id: str, model: str) -> Iterator[None]:
+    """Wrap a run's execution: its model and tool call spans become children of one ``run`` span."""
+    with tracing.span("run", _run_attributes(project, thread_id, run_id, model)) as current:
+        token = _run_span.set(current)
+        try:
+            yield
+        finally:
+            _run_span.reset(token)
+
+
+def _run_attributes(project: str, thread_id: str, run_id: str, model: str) -> dict[str, Any]:
+    return {
+        "assistantd.project": project,
+        "assistantd.thread_id": thread_id,
+        "assistantd.run_id": run_id,
+        "gen_ai.request.model": model,
+    }
+
+
+def log_run_ended(
+    *,
+    project: str,
+    thread_id: str,
+    run_id: str,
+    model: str,
+    status: str,
+    started_at: float | None,
+    last_error: Mapping[str, Any] | None = None,
+) -> None:
+    """A run reached a final status: one log line (WARNING when it failed or expired), metrics, its span.
+
+    ``started_at``: epoch seconds the run started (or was created), for its duration.
+    """
+    ended = time.time()
+    duration = max(0.0, ended - started_at) if started_at else None
+    metrics.RUNS_ENDED.labels(status).inc()
+    if duration is not None:
+        metrics.RUN_DURATION.labels(status).observe(duration)
+    error_code = (last_error or {}).get("code")
+    error_message = (last_error or {}).get("message")
+    fields = {
+        "project": project,
+        "thread_id": thread_id,
+        "run_id": run_id,
+        "model": model,
+        "status": status,
+        "duration_ms": None if duration is None else round(duration * 1000),
+        "last_error_code": error_code,
+        "last_error": error_message,
+    }
+    level = logging.WARNING if status in ("failed", "expired") else logging.INFO
+    run_log.log(level, "run ended", extra={"fields": fields})
+    attributes = {**_run_attributes(project, thread_id, run_id, model), "assistantd.run.status": status}
+    error = f"{error_code}: {error_message}" if error_code else None
+    current = _run_span.get()
+    if current is not None:
+        current.set_attributes(attributes)
+        if error:
+            from opentelemetry.trace import Status, StatusCode
+
+            current.set_status(Status(StatusCode.ERROR, error))
+    elif tracing.enabled():
+        # The engine did not wrap the run in run_span: record it whole now, from its start time.
+        start_ns = int(started_at * 1e9) if started_at else None
+        tracing.finish(tracing.start("run", attributes, start_time=start_ns), error=error)
+
+
+# --- model calls --------------------------------------------------------------------------------------
+
+
+class ModelCall:
+    """One Chat Completions call: ``saw`` each event it yields, then ``end`` (with the error, if any)."""
+
+    def __init__(self, upstream: str, model: str) -> None:
+        self.upstream = upstream
+        self.model = model
+        self.started = time.perf_counter()
+        self.ttft: float | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.span = tracing.start(
+            f"chat {model}", {"gen_ai.system": "openai", "gen_ai.request.model": model, "assistantd.upstream": upstream}
+        )
+
+    def saw(self, event: Any) -> None:
+        prompt = getattr(event, "prompt_tokens", None)
+        if prompt is not None:
+            self.prompt_tokens = int(prompt)
+            self.completion_tokens = int(getattr(event, "completion_tokens", 0) or 0)
+        elif self.ttft is None and type(event).__name__ != "Finish":
+            self.ttft = time.perf_counter() - self.started
+
+    def end(self, error: BaseException | None = None) -> None:
+        seconds = time.perf_counter() - self.started
+        outcome = "ok"
+        if error is not None:
+            outcome = str(getattr(error, "code", "") or type(error).__name__)
+        metrics.MODEL_CALLS.labels(self.upstream, outcome).inc()
+        metrics.MODEL_LATENCY.labels(self.upstream).observe(seconds)
+        if self.ttft is not None:
+            metrics.MODEL_TTFT.labels(self.upstream).observe(self.ttft)
+        if self.prompt_tokens is not None:
+            metrics.MODEL_TOKENS.labels(self.upstream, "prompt").inc(self.prompt_tokens)
+            metrics.MODEL_TOKENS.labels(self.upstream, "completion").inc(self.completion_tokens or 0)
+        fields = {
+            "upstream": self.upstream,
+            "model": self.model,
+            "outcome": outcome,
+            "ms": round(seconds * 1000),
+            "ttft_ms": None if self.ttft is None else round(self.ttft * 1000),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+        if error is not None:
+            fields["error"] = str(error)[:300]
+        model_log.log(logging.INFO if error is None else logging.WARNING, "model call", extra={"fields": fields})
+        tracing.finish(
+            self.span,
+            {
+                "gen_ai.usage.input_tokens": self.prompt_tokens,
+                "gen_ai.usage.output_tokens": self.completion_tokens,
+                "assistantd.ttft_ms": fields["ttft_ms"],
+            },
+            error=None if error is None else outcome,
+        )
+
+
+def model_call(upstream: str, model: str) -> ModelCall:
+    return ModelCall(upstream, model)
+
+
+# --- ingestion ----------------------------------------------------------------------------------------
+
+
+def file_ingested(outcome: str, seconds: float | None = None, chunks: int = 0) -> None:
+    """A vector store file finished processing here (``outcome``: completed or an error code)."""
+    metrics.INGESTED.labels(outcome).inc()
+    if seconds is not None:
+        metrics.INGEST_SECONDS.observe(seconds)
+    metrics.INGEST_CHUNKS.inc(chunks)

@@ -1,0 +1,297 @@
+"""Logs, /metrics and traces, seen as an operator sees them: from a real server's output and endpoints."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from ops_support import assistantd_serve, free_port, scripted_model
+
+from assistantd.observability import tracing
+from assistantd.observability.web import route_of
+
+KEY = "sk-ops-observability-0123456789"
+
+# The SDK marks the Assistants API deprecated (OpenAI's own plan); this server is what keeps it running.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:deprecated$:DeprecationWarning"),
+]
+
+
+def _script(model_url: str, model: str, turns: list[dict[str, Any]]) -> None:
+    base = model_url.removesuffix("/v1")
+    httpx.post(f"{base}/_script", json={"model": model, "turns": turns}).raise_for_status()
+
+
+def _wait(predicate: Any, what: str, seconds: float = 30.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one Prometheus sample, matched on the labels given (others may be present)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', head))
+        if head.split("{")[0] == name and all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    return None
+
+
+def _json_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_route_templates_keep_the_label_set_small() -> None:
+    assert route_of("/v1/threads/thread_abc/runs/run_1/steps") == "/v1/threads/{id}/runs/{id}/steps"
+    assert route_of("/v1/assistants") == "/v1/assistants"
+    assert route_of("/v1/models/gpt-4o") == "/v1/models/{id}"
+    assert route_of("/" + "/".join(["x"] * 50)).count("{id}") == 8
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, int]]:
+    """A real server with JSON logs, a key, a separate metrics port, and the scripted model."""
+    tmp = tmp_path_factory.mktemp("observed")
+    metrics_port = free_port()
+    with scripted_model(tmp) as model, assistantd_serve(
+        tmp,
+        "--upstream-base-url", model.url,
+        "--log-format", "json",
+        "--api-keys", f"{KEY}:obs",
+        "--metrics-port", str(metrics_port),
+        "--code-interpreter-pool-size", "0",
+    ) as server:  # fmt: skip
+        yield model, server, metrics_port
+
+
+def _run_two(model: Any, server: Any) -> tuple[Any, Any]:
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
+    usage = {"prompt_tokens": 11, "completion_tokens": 3}
+    _script(model.url, "obs-ok", [{"text": "Hello there friend", "usage": usage}])
+    _script(model.url, "obs-bad", [{"status": 400, "error": "the model is sulking"}])
+    good = client.beta.assistants.create(model="obs-ok")
+    bad = client.beta.assistants.create(model="obs-bad")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=good.id) as stream:
+        deltas = [e for e in stream if e.event == "thread.message.delta"]
+        ok_run = stream.get_final_run()
+    assert len(deltas) == 3
+    failed = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=bad.id, poll_interval_ms=50)
+    assert failed.status == "failed"
+    return ok_run, failed
+
+
+def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any, int]) -> None:
+    model, server, metrics_port = observed
+    ok_run, failed = _run_two(model, server)
+
+    # Logs: every line is one JSON object, uvicorn's included; run and model-call lines carry their facts.
+    lines = _wait(
+        lambda: (ls := _json_lines(server.output())) and sum(1 for x in ls if x["message"] == "run ended") >= 2 and ls,
+        "two run-ended lines",
+    )
+    assert any(x["logger"].startswith("uvicorn") for x in lines), "uvicorn's lines go through the same formatter"
+    ended = {x["run_id"]: x for x in lines if x["message"] == "run ended"}
+    good = ended[ok_run.id]
+    assert good["level"] == "INFO"
+    assert (good["project"], good["thread_id"], good["model"], good["status"]) == (
+        "obs", ok_run.thread_id, "obs-ok", "completed"
+    )
+    assert isinstance(good["duration_ms"], int) and good["last_error"] is None
+    bad = ended[failed.id]
+    assert bad["level"] == "WARNING" and bad["status"] == "failed"
+    assert bad["last_error_code"] == "server_error"
+    assert "the model is sulking" in bad["last_error"]
+    calls = [x for x in lines if x["message"] == "model call"]
+    ok_call = next(x for x in calls if x["model"] == "obs-ok")
+    assert ok_call["upstream"] == "default" and ok_call["outcome"] == "ok"
+    assert ok_call["prompt_tokens"] == 11 and ok_call["completion_tokens"] == 3
+    assert isinstance(ok_call["ttft_ms"], int) and ok_call["ms"] >= ok_call["ttft_ms"]
+    bad_call = next(x for x in calls if x["model"] == "obs-bad")
+    assert bad_call["level"] == "WARNING" and bad_call["outcome"] == "server_error"
+    assert KEY not in server.output()
+
+    # /metrics on the API's address takes a key.
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    assert httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer sk-wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {KEY}"}
+    response = httpx.get(server.url + "/metrics", headers=auth)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert _sample(text, "assistantd_runs_ended_total", status="completed") >= 1
+    assert _sample(text, "assistantd_runs_ended_total", status="failed") >= 1
+    assert _sample(text, "assistantd_run_duration_seconds_count", status="completed") >= 1
+    assert _sample(text, "assistantd_model_calls_total", upstream="default", outcome="ok") >= 1
+    assert _sample(text, "assistantd_model_calls_total", upstream="default", outcome="server_error") >= 1
+    assert _sample(text, "assistantd_model_time_to_first_token_seconds_count", upstream="default") >= 1
+    assert _sample(text, "assistantd_model_tokens_total", upstream="default", kind="prompt") >= 11
+    route = "/v1/threads/{id}/runs"
+    assert _sample(text, "assistantd_http_requests_total", method="POST", route=route, status="200") >= 2
+    assert _sample(text, "assistantd_http_request_duration_seconds_count", method="POST", route=route) >= 2
+    assert _sample(text, "assistantd_http_requests_total", method="GET", route="/metrics", status="401") >= 2
+    # The stream above has ended (the server may finish its side just after the client read the last event).
+    _wait(
+        lambda: _sample(httpx.get(server.url + "/metrics", headers=auth).text, "assistantd_active_streams") == 0,
+        "the stream to be counted as closed",
+    )
+    assert _sample(text, "assistantd_runs", status="in_progress") == 0
+    assert _sample(text, "assistantd_run_queue_depth") == 0
+    assert _sample(text, "assistantd_ingestion_backlog") == 0
+    assert _sample(text, "assistantd_sandbox_sessions") == 0
+    assert _sample(text, "assistantd_db_pool", figure="size") >= 1
+
+    # The separate metrics address needs no key and shows the same figures.
+    separate = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert separate.status_code == 200
+    assert _sample(separate.text, "assistantd_runs_ended_total", status="completed") >= 1
+
+
+def test_metrics_count_an_open_stream_and_runs_in_flight(observed: tuple[Any, Any, int]) -> None:
+    model, server, _ = observed
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    _script(model.url, "obs-hold", [{"text": "one two three", "hold": True}])
+    assistant = client.beta.assistants.create(model="obs-hold")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        for event in stream:
+            if event.event == "thread.message.delta":
+                break  # the model holds after its first chunk: the run is in progress, the stream open
+        text = httpx.get(server.url + "/metrics", headers=headers).text
+        assert _sample(text, "assistantd_active_streams") == 1
+        assert _sample(text, "assistantd_runs", status="in_progress") == 1
+        httpx.post(model.url.removesuffix("/v1") + "/_release", params={"model": "obs-hold"}).raise_for_status()
+        assert stream.get_final_run().status == "completed"
+
+
+def test_text_logs_put_uvicorn_in_our_format(tmp_path: Path) -> None:
+    with assistantd_serve(tmp_path, "--code-interpreter-pool-size", "0") as server:
+        httpx.get(server.url + "/health")
+    output = server.output()
+    assert re.search(r"^\S+Z level=INFO logger=uvicorn\.error Uvicorn running on", output, re.M), output
+    assert not re.search(r"^INFO: ", output, re.M), "uvicorn's own format must not appear"
+
+
+# --- traces ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.use_provider(None)
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_traces_cover_http_requests_runs_model_and_tool_calls(
+    spans: Any, make_api: Any, tmp_path: Path, backend: str
+) -> None:
+    with scripted_model(tmp_path) as model:
+        _script(
+            model.url,
+            "traced",
+            [
+                {"tool_calls": [{"name": "code_interpreter", "arguments": json.dumps({"code": "print(6 * 7)"})}]},
+                {"text": "It is 42.", "usage": {"prompt_tokens": 5, "completion_tokens": 4}},
+            ],
+        )
+        api = make_api(upstream_base_url=model.url)
+        assistant = api.client.post(
+            "/v1/assistants", json={"model": "traced", "tools": [{"type": "code_interpreter"}]}
+        ).json()
+        run = api.client.post(
+            "/v1/threads/runs",
+            json={"assistant_id": assistant["id"], "thread": {"messages": [{"role": "user", "content": "6*7?"}]}},
+        ).json()
+        url = f"/v1/threads/{run['thread_id']}/runs/{run['id']}"
+        done = _wait(
+            lambda: (r := api.client.get(url).json())["status"] in ("completed", "failed") and r, "the run", 120
+        )
+        assert done["status"] == "completed", done
+        finished = _wait(
+            lambda: (s := spans.get_finished_spans()) and any(x.name == "run" for x in s) and s, "the run span"
+        )
+    by_name: dict[str, list[Any]] = {}
+    for span in finished:
+        by_name.setdefault(span.name, []).append(span)
+    http = by_name["HTTP POST /v1/threads/runs"][0]
+    assert http.attributes["http.response.status_code"] == 200
+    run_span = by_name["run"][0]
+    assert run_span.attributes["assistantd.run_id"] == run["id"]
+    assert run_span.attributes["assistantd.run.status"] == "completed"
+    chats = by_name["chat traced"]
+    assert len(chats) == 2
+    assert chats[1].attributes["gen_ai.usage.output_tokens"] == 4
+    assert chats[0].attributes["assistantd.upstream"] == "default"
+    tool = by_name["tool code_interpreter"][0]
+    assert tool.attributes["assistantd.run_id"] == run["id"]
+    assert tool.status.is_ok
+
+
+def test_run_span_parents_the_calls_made_inside_it(spans: Any) -> None:
+    from assistantd.observability import hooks
+
+    with hooks.run_span(project="p", thread_id="thread_1", run_id="run_1", model="m"):
+        call = hooks.model_call("up", "m")
+        call.end()
+        hooks.log_run_ended(
+            project="p", thread_id="thread_1", run_id="run_1", model="m", status="failed",
+            started_at=time.time(), last_error={"code": "server_error", "message": "boom"},
+        )  # fmt: skip
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert finished["chat m"].parent.span_id == finished["run"].context.span_id
+    assert finished["run"].attributes["assistantd.run.status"] == "failed"
+    assert not finished["run"].status.is_ok
+
+
+def test_tracing_without_the_extra_says_what_to_install() -> None:
+    assert "pip install '.[otel]'" in tracing.INSTALL_HINT
+
+
+def test_the_log_handler_follows_stderr_and_leaves_other_handlers(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from assistantd.observability.logs import configure_logging
+
+    root = logging.getLogger()
+    other = logging.NullHandler()
+    root.addHandler(other)
+    try:
+        configure_logging("info", "json")
+        configure_logging("info", "json")  # again: replaces its own handler, not the others
+        ours = [h for h in root.handlers if type(h).__name__ == "_StderrHandler"]
+        assert len(ours) == 1 and other in root.handlers
+        logging.getLogger("assistantd.test").info("hello", extra={"fields": {"run_id": "run_1"}})
+        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+        assert (line["message"], line["run_id"], line["logger"]) == ("hello", "run_1", "assistantd.test")
+    finally:
+        root.removeHandler(other)
+        for handler in [h for h in root.handlers if type(h).__name__ == "_StderrHandler"]:
+            root.removeHandler(handler)
