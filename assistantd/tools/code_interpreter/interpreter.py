@@ -58,6 +58,11 @@ class Execution:
     error: str | None  # None; "ExcType: message" for a code error; "timeout" or "crashed"
 
 
+def session_key(project: str, thread_id: str) -> str:
+    """The session of a thread: its variables and /mnt/data live as long as the thread (or its idle time)."""
+    return f"{project}:{thread_id}"
+
+
 class CodeInterpreterError(Exception):
     """A failure to run code at all; the message is meant for the model and the run's last_error."""
 
@@ -222,6 +227,10 @@ class CodeInterpreter:
         if session is not None:
             async with session.lock:
                 await self._destroy_session(session)
+
+    async def close_thread(self, project: str, thread_id: str) -> None:
+        """The thread is deleted: its session goes at once (an idle expiry would keep it for an hour)."""
+        await self.close_session(session_key(project, thread_id))
 
     async def expire_idle(self, now: float | None = None) -> int:
         """Close sessions idle for ``idle_seconds`` (as of ``now``, a ``time.monotonic()`` value)."""

@@ -9,7 +9,7 @@ from typing import Any
 from assistantd.store import Database
 from assistantd.store.blobs import BlobStore
 from assistantd.tools.base import BuiltinTool, ToolContext, ToolOutcome, resource_ids
-from assistantd.tools.code_interpreter.interpreter import CodeInterpreter, CodeInterpreterError, InputFile
+from assistantd.tools.code_interpreter.interpreter import CodeInterpreter, CodeInterpreterError, InputFile, session_key
 from assistantd.tools.partial_json import string_field
 from assistantd.tools.stored_files import lookup, store_output
 
@@ -77,7 +77,7 @@ class CodeInterpreterTool(BuiltinTool):
             for fid, name, path in await lookup(self.db, self.blobs, ctx.project, _input_file_ids(ctx))
         ]
         try:
-            execution = await self.interpreter.execute(f"{ctx.project}:{ctx.thread['id']}", code, files=files)
+            execution = await self.interpreter.execute(session_key(ctx.project, ctx.thread["id"]), code, files=files)
         except CodeInterpreterError as exc:
             return self._failed(ctx, code, str(exc))
         outputs: list[dict[str, Any]] = []
