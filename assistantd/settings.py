@@ -97,6 +97,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("code_interpreter_max_file_mb", int, 256, "Largest file code may write, in MB."),
     Setting("code_interpreter_max_output_bytes", int, 32768, "Output (logs) kept per code execution; the rest is "
             "dropped with a note."),
+    Setting("code_interpreter_disk_mb", int, 512, "Disk of each code interpreter session, in MB: /mnt/data and "
+            "/tmp together, hidden files included (a tmpfs, so it counts towards the memory limit too)."),
+    Setting("code_interpreter_max_image_mb", int, 16, "Largest image (PNG) one code execution may show, in MB; "
+            "larger ones are dropped with a note."),
+    Setting("code_interpreter_max_output_mb", int, 256, "Images and files saved from one code execution, in MB "
+            "together; past it they are not saved, with a note."),
+    Setting("code_interpreter_memory_budget_mb", int, 0, "Memory all code interpreter sandboxes together may "
+            "reserve (each reserves code_interpreter_memory_mb), in MB; 0: no budget."),
+    Setting("code_interpreter_memory_wait_seconds", float, 30.0, "How long a new code interpreter session waits "
+            "for the memory budget before the tool reports that the server is busy."),
     Setting("code_interpreter_max_sessions", int, 64, "Live code interpreter sessions; past this the least "
             "recently used idle one is closed."),
     Setting("code_interpreter_python", str, "", "The Python the code interpreter runs (needs ipykernel and the "
@@ -144,6 +154,11 @@ class Settings:
     code_interpreter_max_processes: int = 128
     code_interpreter_max_file_mb: int = 256
     code_interpreter_max_output_bytes: int = 32768
+    code_interpreter_disk_mb: int = 512
+    code_interpreter_max_image_mb: int = 16
+    code_interpreter_max_output_mb: int = 256
+    code_interpreter_memory_budget_mb: int = 0
+    code_interpreter_memory_wait_seconds: float = 30.0
     code_interpreter_max_sessions: int = 64
     code_interpreter_python: str = ""
     code_interpreter_allow_unsandboxed: bool = False

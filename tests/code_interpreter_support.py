@@ -74,6 +74,7 @@ def config(root: Path, **overrides: Any) -> SandboxConfig:
         "max_file_mb": 8,
         "max_output_bytes": 4096,
         "tmp_mb": 64,
+        "disk_mb": 64,
         "preload": ("colorsys",),
         "interrupt_grace_seconds": 1.0,
     }

@@ -8,6 +8,7 @@ shared fixture are small (see code_interpreter_support.config) so the attacks hi
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import secrets
 import select
@@ -310,13 +311,50 @@ def test_memory_bomb_is_contained(ci: Harness) -> None:
     assert result.error == "crashed"
     assert "out of memory (the limit is 512 MB)" in result.logs
     code = ERRORS_AS_NAMES + (
-        "def fill():\n"  # files under the file size limit, together past the 64 MB of /tmp
+        "def fill():\n"  # files under the file size limit, together past the 64 MB disk
         "    for i in range(40):\n"
         "        with open(f'/tmp/fill{i}', 'wb') as fh:\n"
         "            fh.write(b'0' * (4 << 20))\n"
         "print([attempt(fill)])"
     )
-    assert probe(ci, "a:memory", code) == ["ENOSPC"]  # the private /tmp is size-capped too
+    filled = ci.ok("a:memory", code)
+    assert filled.splitlines()[0] == "['ENOSPC']"  # /tmp is size-capped too (it shares the session's disk)
+    assert_healthy(ci)
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes really allocated under ``root`` (sparse holes not counted), not following links."""
+    total = 0
+    for _dirpath, _dirs, names, dfd in os.fwalk(root, follow_symlinks=False):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(name, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
+    return total
+
+
+def test_disk_quota_covers_mnt_data_and_tmp_hidden_files_included(ci: Harness) -> None:
+    quota = ci.ci.config.disk_mb << 20
+    code = ERRORS_AS_NAMES + (
+        "def fill(d):\n"  # hidden files, each under the file size limit, together far past the quota
+        "    for i in range(100):\n"
+        "        with open(f'{d}/.hidden-{i}', 'wb') as fh:\n"
+        "            fh.write(b'0' * (4 << 20))\n"
+        "print([attempt(lambda: fill('/mnt/data')), attempt(lambda: fill('/tmp'))])"
+    )
+    result = ci.execute("a:disk", code)
+    assert result.logs.splitlines()[0] == "['ENOSPC', 'ENOSPC']"
+    assert "[/mnt/data and /tmp are full: together they hold 64 MB" in result.logs
+    sandbox = ci.ci._sessions["a:disk"].sandbox
+    assert sandbox is not None
+    assert _disk_usage(sandbox.dir) <= quota + (1 << 20)  # what the host holds for the session
+    # Uncaught, the error and the note reach the tool output; deleting files makes room again.
+    full = ci.execute("a:disk", "open('/mnt/data/one-more.bin', 'wb').write(b'1' * (4 << 20))")
+    assert full.error is not None and full.error.startswith("OSError: [Errno 28] No space left on device")
+    assert "Delete files to make room.]" in full.logs
+    freed = (
+        "import glob, os\nfor p in glob.glob('/mnt/data/.hidden-*') + glob.glob('/tmp/.hidden-*'):\n    os.remove(p)"
+    )
+    ci.ok("a:disk", freed + "\nopen('/mnt/data/fits.bin', 'wb').write(b'1' * (4 << 20))")
     assert_healthy(ci)
 
 
@@ -443,6 +481,17 @@ def test_the_sandbox_dies_with_the_server(tmp_path: Path) -> None:
             assert select.select([fd], [], [], 30)[0] == [fd], f"sandboxed process {pid} survived its server"
         finally:
             os.close(fd)
+    # Its sandboxes' disks (tmpfs mounts) outlive it; the next server on the same folder sweeps them.
+    assert _mounts_under(tmp_path) != []
+    gen = harness(tmp_path, pool_size=0)
+    next(gen)
+    gen.close()
+    assert _mounts_under(tmp_path) == []
+
+
+def _mounts_under(root: Path) -> list[str]:
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p.startswith(str(root))]
 
 
 # --- the kernel protocol as a way in ---------------------------------------------------------------

@@ -119,8 +119,19 @@ def test_adopt_moves_and_chowns_without_following_links(tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("o")
     (old / "link").symlink_to(outside)
+    with open(old / "sparse.bin", "wb") as fh:
+        fh.seek(200 << 20)
+        fh.write(b"end")
+    os.mkfifo(old / "pipe")
     fs.adopt(old, new, uid=201_234)
-    assert list(old.iterdir()) == []
+    assert sorted(p.name for p in new.iterdir()) == ["link", "sparse.bin", "sub"]  # no FIFO
+    assert (new / "sub" / "f.txt").read_text() == "f"
+    assert os.readlink(new / "link") == str(outside)
+    sparse = (new / "sparse.bin").stat()
+    assert sparse.st_size == (200 << 20) + 3 and sparse.st_blocks * 512 < 1 << 20  # holes stayed holes
+    with open(new / "sparse.bin", "rb") as fh:
+        fh.seek(200 << 20)
+        assert fh.read() == b"end"
     assert (new / "sub" / "f.txt").stat().st_uid == 201_234
     assert (new / "sub").stat().st_uid == 201_234
     assert (new / "link").lstat().st_uid == 201_234

@@ -12,8 +12,8 @@ The command, outermost first (every piece is there for a reason given next to it
           --die-with-parent --new-session --hostname sandbox
           --ro-bind /usr /usr  (+ /bin /lib /lib64 /sbin as on the host)  --ro-bind-try /etc/<a few files>
           --ro-bind <python prefixes>  --ro-bind kernel_main.py, kernel.json, passwd, group
-          --proc /proc --dev /dev --tmpfs /tmp --tmpfs /dev/shm (size-capped)
-          --bind <session folder> /mnt/data --remount-ro /
+          --proc /proc --dev /dev --bind <disk>/tmp /tmp --tmpfs /dev/shm (size-capped)
+          --bind <disk>/data /mnt/data --remount-ro /     # <disk>: the sandbox's tmpfs, see mounts.py
           --cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_SETPCAP
           --seccomp <fd> --
     prlimit --nproc --fsize --cpu (a lifetime backstop) --nofile --core=0 [--as without a memory cgroup] --
@@ -43,7 +43,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import seccomp
+from . import mounts, seccomp
 from .cgroups import CgroupHost, SandboxCgroup
 from .config import SandboxConfig
 from .uids import UidPool
@@ -207,6 +207,7 @@ class SandboxHost:
                 continue
             fd = _try_lock(entry / ".lock")
             if fd is not None:  # nobody holds it: its server is gone
+                mounts.unmount_under(entry)  # its sandboxes' disks first, or rmtree would empty them in place
                 shutil.rmtree(entry, ignore_errors=True)
                 os.close(fd)
         name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -220,11 +221,13 @@ class SandboxHost:
         """Run the real sandbox command once with a trivial program, so a host where namespaces or the uid
         switch do not work says so at start-up instead of at the first execution."""
         assert self.instance_dir is not None and self.uids is not None
-        probe_dir = self.instance_dir / "probe"
-        (probe_dir / "data").mkdir(parents=True)
         lease = self.uids.acquire()
+        probe_dir = self.instance_dir / "probe"
         try:
-            os.chown(probe_dir / "data", lease.uid, lease.uid)
+            try:
+                self.make_sandbox_dir(probe_dir, lease.uid)
+            except OSError as exc:
+                raise _Unavailable(f"the sandbox's disk cannot be made: {exc}") from None
             spec = self.launch_spec(probe_dir, lease.uid, None, command=[self.python, "-I", "-c", "import ipykernel"])
             proc = await asyncio.create_subprocess_exec(
                 *spec.argv,
@@ -240,12 +243,13 @@ class SandboxHost:
                 raise _Unavailable(f"the sandbox does not start on this host: {out.decode(errors='replace')[-400:]}")
         finally:
             UidPool.release(lease)
-            shutil.rmtree(probe_dir, ignore_errors=True)
+            self.remove_sandbox_dir(probe_dir)
 
     def close(self) -> None:
         if self.cgroups is not None:
             self.cgroups.close()
         if self.instance_dir is not None:
+            mounts.unmount_under(self.instance_dir)
             shutil.rmtree(self.instance_dir, ignore_errors=True)
             self.instance_dir = None
         if self._lock_fd >= 0:
@@ -254,11 +258,33 @@ class SandboxHost:
 
     # --- one sandbox ----------------------------------------------------------------------------
 
-    def new_sandbox_dir(self) -> Path:
+    def new_sandbox_dir(self, uid: int) -> Path:
         assert self.instance_dir is not None
         path = self.instance_dir / f"sb-{secrets.token_hex(6)}"
-        (path / "data").mkdir(parents=True, mode=0o700)
+        try:
+            self.make_sandbox_dir(path, uid)
+        except BaseException:
+            self.remove_sandbox_dir(path)
+            raise
         return path
+
+    def make_sandbox_dir(self, path: Path, uid: int) -> None:
+        """The folder of one sandbox, with its disk (a tmpfs when sandboxed) holding data/ and tmp/."""
+        disk = path / "fs"
+        disk.mkdir(parents=True, mode=0o755)
+        if self.mode == "sandbox":
+            cfg = self.config
+            mounts.mount_tmpfs(disk, cfg.disk_mb << 20, inodes=max(1024, cfg.disk_mb * 64))
+        (disk / "data").mkdir(mode=0o700)
+        (disk / "tmp").mkdir()
+        os.chmod(disk / "tmp", 0o1777)
+        if uid != os.getuid():
+            os.chown(disk / "data", uid, uid)
+
+    @staticmethod
+    def remove_sandbox_dir(path: Path) -> None:
+        mounts.unmount(path / "fs")
+        shutil.rmtree(path, ignore_errors=True)
 
     def create_cgroup(self, sandbox_dir: Path) -> SandboxCgroup | None:
         if self.cgroups is None or not self.cgroups.roots:
@@ -329,9 +355,9 @@ class SandboxHost:
         args += ["--ro-bind", str(KERNEL_MAIN), f"{OPT}/kernel_main.py"]
         args += ["--ro-bind", str(meta / "kernel.json"), f"{OPT}/kernel.json"]
         args += ["--proc", "/proc", "--dev", "/dev"]
-        tmp_bytes = str(cfg.tmp_mb << 20)
-        args += ["--perms", "01777", "--size", tmp_bytes, "--tmpfs", "/tmp"]
-        args += ["--perms", "01777", "--size", tmp_bytes, "--tmpfs", "/dev/shm"]
+        # /tmp is on the sandbox's disk, with /mnt/data: one quota for both (mounts.py).
+        args += ["--bind", str(sandbox_dir / "fs" / "tmp"), "/tmp"]
+        args += ["--perms", "01777", "--size", str(cfg.tmp_mb << 20), "--tmpfs", "/dev/shm"]
         for prefix in self.python_prefixes:
             if prefix.startswith(scratch):  # e.g. a virtualenv made under /tmp
                 for d in Path(prefix).parents:
@@ -341,7 +367,7 @@ class SandboxHost:
         mkdirs("/mnt")
         # No --chdir: bwrap has dropped CAP_DAC_OVERRIDE by then and /mnt/data is 0700 for the sandbox uid;
         # kernel_main changes into it once it runs as that uid.
-        args += ["--bind", str(sandbox_dir / "data"), "/mnt/data", "--remount-ro", "/"]
+        args += ["--bind", str(sandbox_dir / "fs" / "data"), "/mnt/data", "--remount-ro", "/"]
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         assert self._seccomp_path is not None
         seccomp_fd = os.open(self._seccomp_path, os.O_RDONLY)
@@ -391,7 +417,7 @@ class SandboxHost:
         argv: list[str] = [prlimit, *limits, "--"] if prlimit else []
         env = self.kernel_env(home=str(home))
         argv += self.kernel_command(str(conn))
-        return LaunchSpec(argv, env, str(sandbox_dir / "data"), (), f"{ipc_dir}/kernel")
+        return LaunchSpec(argv, env, str(sandbox_dir / "fs" / "data"), (), f"{ipc_dir}/kernel")
 
     def kernel_env(self, home: str = "/tmp") -> dict[str, str]:
         threads = str(max(1, min(4, os.cpu_count() or 1)))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files as fs
+from . import mounts
 from .config import SandboxConfig
 from .host import SandboxHost
 from .sandbox import Sandbox, SandboxStartError
@@ -204,6 +205,11 @@ class CodeInterpreter:
                     why = f"the sandbox crashed: {sandbox.crash_reason()}"
                 logs += f"[{why}. The session restarts fresh on next use: {_KEPT}]\n"
                 await self._retire(session)
+            if await asyncio.to_thread(self._disk_full, sandbox, result.logs):
+                logs += (
+                    f"[/mnt/data and /tmp are full: together they hold {self.config.disk_mb} MB, hidden files "
+                    "included. Delete files to make room.]\n"
+                )
             after = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
             outputs, more = await self._collect_outputs(session, data_dir, fs.changed(before, after))
             if more:
@@ -326,6 +332,16 @@ class CodeInterpreter:
             except OSError as exc:
                 raise CodeInterpreterError(f"cannot put {f.filename} in /mnt/data: {exc.strerror}") from None
             session.files[f.file_id] = name
+
+    def _disk_full(self, sandbox: Sandbox, logs: str) -> bool:
+        if "[Errno 28]" in logs:  # ENOSPC, as Python words it
+            return True
+        if self._host.mode != "sandbox":
+            return False
+        try:
+            return mounts.free_bytes(sandbox.disk_dir) < min(1 << 20, (self.config.disk_mb << 20) // 100)
+        except OSError:
+            return False
 
     # --- outputs --------------------------------------------------------------------------------
 

@@ -59,7 +59,12 @@ class Sandbox:
 
     @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.dir / "fs" / "data"
+
+    @property
+    def disk_dir(self) -> Path:
+        """The sandbox's disk (/mnt/data and /tmp together), for its free space."""
+        return self.dir / "fs"
 
     @property
     def uid(self) -> int:
@@ -88,11 +93,11 @@ class Sandbox:
 
     async def _start(self, preload: tuple[str, ...]) -> None:
         host = self.host
-        self.dir = host.new_sandbox_dir()
         if host.mode == "sandbox":
             assert host.uids is not None
             self.lease = host.uids.acquire()
-            os.chown(self.data_dir, self.lease.uid, self.lease.uid)
+        self.dir = host.new_sandbox_dir(self.uid)
+        if host.mode == "sandbox":
             self.cgroup = host.create_cgroup(self.dir)
         spec = host.launch_spec(self.dir, self.uid, self.cgroup)
         try:
@@ -260,7 +265,7 @@ class Sandbox:
     async def destroy(self) -> None:
         await self.kill()
         if self.dir != Path():
-            await asyncio.to_thread(shutil.rmtree, self.dir, True)
+            await asyncio.to_thread(self.host.remove_sandbox_dir, self.dir)
 
 
 def _only_child(pid: int) -> int:
