@@ -17,8 +17,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from code_interpreter_support import Harness, harness, host_pids_of_uid
@@ -449,14 +451,14 @@ def test_the_sandbox_dies_with_the_server(tmp_path: Path) -> None:
     script = (
         "import asyncio, os, sys\n"
         "sys.path[:0] = [sys.argv[2]]\n"
-        "from code_interpreter_support import config\n"
+        "from code_interpreter_support import MemorySaver, config\n"
         "from assistantd.tools.code_interpreter import CodeInterpreter\n"
         "from pathlib import Path\n"
         "async def main():\n"
         "    ci = CodeInterpreter(config(Path(sys.argv[1]), pool_size=0))\n"
         "    await ci.start()\n"
         '    code = \'import os, subprocess; subprocess.Popen(["sleep", "600"]); print(os.getuid())\'\n'
-        "    r = await ci.execute('k', code)\n"
+        "    r = await ci.execute('k', code, save=MemorySaver())\n"
         "    print(r.logs.strip(), flush=True)\n"
         "    os.kill(os.getpid(), 9)\n"
         "asyncio.run(main())\n"
@@ -531,3 +533,121 @@ def test_output_sent_around_the_kernel_cap_is_cut_off(ci: Harness) -> None:
     assert "bytes of output]" in result.logs
     assert len(result.logs.encode()) < ci.ci.config.max_output_bytes + 500
     assert ci.ok("a:flood", "print('fresh')") == "fresh\n"
+
+
+# --- outputs as a way to exhaust the server --------------------------------------------------------
+
+
+SHOW_PNG = (
+    "import base64, os\n"
+    "from IPython.display import publish_display_data\n"
+    "def show(body):\n"  # a fake PNG: the signature, then anything
+    "    publish_display_data({'image/png': base64.b64encode(b'\\x89PNG\\r\\n\\x1a\\n' + body).decode()})\n"
+)
+
+
+class _RssPeak:
+    """The peak resident size of this process (where the interpreter runs) while in the block, sampled by
+    a thread; the interpreter's event loop runs on another thread, so sampling never waits for it."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._done = threading.Event()
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> _RssPeak:
+        self.base = self.now()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, self.now())
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+class _DiskSaver:
+    """Saves like the blob store: chunk by chunk to a file, never the whole thing in memory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.sizes: dict[str, int] = {}
+
+    async def __call__(self, name: str, chunks: Any) -> str:
+        file_id = f"out-{len(self.sizes)}"
+        size = 0
+        with open(self.folder / file_id, "wb") as fh:  # noqa: ASYNC230 - local disk, as LocalBlobStore's thread does
+            async for chunk in chunks:
+                fh.write(chunk)
+                size += len(chunk)
+        self.sizes[file_id] = size
+        return file_id
+
+
+def test_twenty_huge_images_do_not_grow_the_server(tmp_path: Path) -> None:
+    gen = harness(tmp_path, pool_size=0, max_image_mb=24, max_saved_mb=600)
+    h = next(gen)
+    try:
+        saver = _DiskSaver(tmp_path)
+        code = (
+            "import base64, os\n"
+            "from IPython.display import publish_display_data\n"
+            "for i in range(20):\n"  # fake PNGs of 23 MB (random, so nothing compresses them on the way)
+            "    png = b'\\x89PNG\\r\\n\\x1a\\n' + os.urandom(23 << 20)\n"
+            "    publish_display_data({'image/png': base64.b64encode(png).decode()})\n"
+            "    del png\n"
+            "print('shown')"
+        )
+        h.ok("a:pngs", "print('warm')", save=saver)
+        with _RssPeak() as rss:
+            result = h.execute("a:pngs", code, save=saver)
+        assert result.error is None, result.logs
+        assert len(result.images) == 20 and all(saver.sizes[i] == (23 << 20) + 8 for i in result.images)
+        # Each image goes to the saver as it arrives; before, all 20 (460 MB decoded, 620 MB as base64) were
+        # held until the end. What remains is the images in flight (libzmq reads ahead while one is saved)
+        # and allocator slack: 150-185 MB measured.
+        assert rss.peak - rss.base < 250 << 20, f"grew by {(rss.peak - rss.base) >> 20} MB"
+    finally:
+        gen.close()
+
+
+def test_output_bytes_per_execution_are_capped_and_sparse_files_never_become_host_copies(tmp_path: Path) -> None:
+    gen = harness(tmp_path, pool_size=0, max_file_mb=256, max_saved_mb=100, max_image_mb=21)
+    h = next(gen)
+    try:
+        saver = _DiskSaver(tmp_path)
+        code = (
+            "with open('/mnt/data/sparse.bin', 'wb') as fh:\n"  # 200 MB that take no room on the disk
+            "    fh.truncate(200 << 20)\n"
+            "open('/mnt/data/small.txt', 'w').write('kept')\n"
+        )
+        result = h.execute("a:sparse", code, save=saver)
+        assert result.error is None, result.logs
+        assert [f.name for f in result.files] == ["small.txt"]
+        assert "/mnt/data/sparse.bin was not saved: its 200.0 MB are more than the 100.0 MB left" in result.logs
+        sandbox = h.ci._sessions["a:sparse"].sandbox
+        assert sandbox is not None
+        # Nothing on the host grew: no copy of it anywhere under the instance folder or the saver's.
+        assert _disk_usage(h.ci.config.work_root) < 1 << 20
+        assert sum(saver.sizes.values()) == 4
+        # Images count against the same budget as files.
+        images = h.execute(
+            "a:sparse",
+            SHOW_PNG + "for i in range(6):\n    show(os.urandom(20 << 20))",
+            save=saver,
+        )
+        assert len(images.images) == 4 and images.logs.count("an image was not saved") == 2
+        # Past the per-image cap, an image is dropped with a note, before it is even decoded.
+        big = h.execute("a:sparse", SHOW_PNG + "show(bytes(22 << 20))", save=saver)
+        assert big.images == [] and "[an image of 22.0 MB was not kept: images are limited to 21 MB]" in big.logs
+    finally:
+        gen.close()

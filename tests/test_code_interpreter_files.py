@@ -16,8 +16,6 @@ import pytest
 from assistantd.tools.code_interpreter import files as fs
 from assistantd.tools.code_interpreter import seccomp
 
-MB = 1 << 20
-
 
 @pytest.mark.parametrize(
     ("filename", "expected"),
@@ -60,8 +58,8 @@ def test_changed_lists_new_and_modified_files(tmp_path: Path) -> None:
     assert fs.changed(before, fs.scan(tmp_path, 100)) == ["edited", "new"]
 
 
-def test_copy_out_copies_regular_files_and_nothing_else(tmp_path: Path) -> None:
-    root, out = tmp_path / "data", tmp_path / "out"
+def test_open_regular_opens_regular_files_and_nothing_else(tmp_path: Path) -> None:
+    root = tmp_path / "data"
     (root / "d").mkdir(parents=True)
     (root / "d" / "ok.txt").write_text("fine")
     secret = tmp_path / "secret.txt"
@@ -70,19 +68,14 @@ def test_copy_out_copies_regular_files_and_nothing_else(tmp_path: Path) -> None:
     (root / "dir-link").symlink_to(tmp_path)  # reach secret.txt through a linked folder
     os.mkfifo(root / "fifo.csv")  # opening this for reading would block forever
 
-    assert fs.copy_out(root, "d/ok.txt", out / "d/ok.txt", max_bytes=MB)
-    assert (out / "d/ok.txt").read_text() == "fine"
-    assert not fs.copy_out(root, "leaf-link.txt", out / "x", max_bytes=MB)
-    assert not fs.copy_out(root, "dir-link/secret.txt", out / "y", max_bytes=MB)
-    assert not fs.copy_out(root, "fifo.csv", out / "z", max_bytes=MB)
-    assert not fs.copy_out(root, "../secret.txt", out / "w", max_bytes=MB)
-    assert not any((out / n).exists() for n in "xyzw")
-
-
-def test_copy_out_refuses_files_over_the_limit(tmp_path: Path) -> None:
-    (tmp_path / "big").write_bytes(b"0" * 2048)
-    assert not fs.copy_out(tmp_path, "big", tmp_path / "copy", max_bytes=1024)
-    assert fs.copy_out(tmp_path, "big", tmp_path / "copy", max_bytes=4096)
+    fd = fs.open_regular(root, "d/ok.txt")
+    assert fd is not None
+    try:
+        assert os.read(fd, 100) == b"fine"
+    finally:
+        os.close(fd)
+    for name in ("leaf-link.txt", "dir-link/secret.txt", "fifo.csv", "../secret.txt", "d", "missing"):
+        assert fs.open_regular(root, name) is None, name
 
 
 def test_copy_in_replaces_a_planted_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:

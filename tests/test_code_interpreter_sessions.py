@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from code_interpreter_support import Harness, LoopThread, config, harness, host_pids_of_uid
+from code_interpreter_support import Harness, LoopThread, MemorySaver, config, harness, host_pids_of_uid
 
 from assistantd.settings import load_settings
 from assistantd.tools.code_interpreter import (
@@ -79,12 +79,12 @@ def test_files_in_and_out(ci: Harness, tmp_path: Path) -> None:
     assert result.logs == "20\n"
     # The input file is not an output; the new file is, and its copy can be read after execute() returns.
     assert [f.name for f in result.files] == ["out/warm.csv"]
-    assert result.files[0].path.read_text() == "city,temp\nrome,17\n"
+    assert ci.saver.saved[result.files[0].file_id] == ("warm.csv", b"city,temp\nrome,17\n")
 
     # Seen already: not copied again, so the code's change to it survives; a change makes it an output.
     result = ci.execute("s:files", "open('weather.csv', 'a').write('lima,20\\n')", files=(csv,))
     assert [f.name for f in result.files] == ["weather.csv"]
-    assert result.files[0].path.read_text().endswith("lima,20\n")
+    assert ci.saved(result.files[0].file_id).endswith(b"lima,20\n")
     assert source.read_text() == "city,temp\noslo,3\nrome,17\n"  # the host's copy is never touched
 
     # Nothing changed: nothing reported.
@@ -110,12 +110,12 @@ def test_a_matplotlib_figure_becomes_a_png_image(ci: Harness) -> None:
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')\nplt.savefig('chart.png')\nplt.show()"
     result = ci.execute("s:plot", code)
     assert result.error is None, result.logs
-    assert len(result.images) == 1 and result.images[0].startswith(PNG)
+    assert len(result.images) == 1 and ci.saved(result.images[0]).startswith(PNG)
     assert [f.name for f in result.files] == ["chart.png"]
-    assert result.files[0].path.read_bytes().startswith(PNG)
+    assert ci.saved(result.files[0].file_id).startswith(PNG)
     # A figure left open at the end of a cell is shown too (the inline backend), once.
     result = ci.execute("s:plot", "plt.figure(); plt.bar([1, 2], [3, 4])")
-    assert len(result.images) == 1 and result.images[0].startswith(PNG)
+    assert len(result.images) == 1 and ci.saved(result.images[0]).startswith(PNG)
 
 
 def test_a_code_error_is_reported_and_the_session_goes_on(ci: Harness) -> None:
@@ -250,9 +250,11 @@ def test_the_pool_hands_out_warm_sandboxes_and_refills(ci: Harness) -> None:
 def test_concurrent_executions(ci: Harness) -> None:
     async def both() -> list:
         return await asyncio.gather(
-            ci.ci.execute("s:par-a", "a = 'A'; print(a)"),
-            ci.ci.execute("s:par-b", "b = 'B'; print(b)"),
-            ci.ci.execute("s:par-a", "print(a * 2)"),  # same session: runs after the first, sees its state
+            ci.ci.execute("s:par-a", "a = 'A'; print(a)", save=ci.saver),
+            ci.ci.execute("s:par-b", "b = 'B'; print(b)", save=ci.saver),
+            ci.ci.execute(
+                "s:par-a", "print(a * 2)", save=ci.saver
+            ),  # same session: runs after the first, sees its state
         )
 
     first, second, third = ci.run(both())
@@ -295,7 +297,7 @@ def test_no_sandbox_means_a_clear_error_not_unsandboxed_code(tmp_path: Path) -> 
         assert not ci.available
         assert ci.unavailable_reason is not None and "bubblewrap" in ci.unavailable_reason
         with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
-            loop.run(ci.execute("s:x", "print(1)"))
+            loop.run(ci.execute("s:x", "print(1)", save=MemorySaver()))
     finally:
         loop.run(ci.stop())
         loop.close()
@@ -309,7 +311,8 @@ def test_unsandboxed_only_when_asked_and_loudly(tmp_path: Path, caplog: pytest.L
             loop.run(ci.start())
         assert ci.available and not ci.sandboxed
         assert any("WITHOUT A SANDBOX" in r.getMessage() for r in caplog.records)
-        result = loop.run(ci.execute("s:x", "import os\nopen('o.txt', 'w').write('x')\nprint(6 * 7)"))
+        code = "import os\nopen('o.txt', 'w').write('x')\nprint(6 * 7)"
+        result = loop.run(ci.execute("s:x", code, save=MemorySaver()))
         assert (result.logs, [f.name for f in result.files]) == ("42\n", ["o.txt"])
     finally:
         loop.run(ci.stop())

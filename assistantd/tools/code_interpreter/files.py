@@ -85,11 +85,12 @@ def changed(before: dict[str, FileState], after: dict[str, FileState]) -> list[s
     return sorted(name for name, state in after.items() if before.get(name) != state)
 
 
-def copy_out(root: Path, relpath: str, dest: Path, max_bytes: int) -> bool:
-    """Copy the regular file ``root/relpath`` to ``dest``; False if it is not a regular file any more."""
+def open_regular(root: Path, relpath: str) -> int | None:
+    """A read-only fd of the regular file ``root/relpath``, or None if it is not one (a link anywhere on the
+    way, a FIFO, a device, gone). The caller closes it."""
     parts = relpath.split("/")
     if any(p in {"", ".", ".."} for p in parts):
-        return False
+        return None
     dir_fd = -1
     try:
         dir_fd = os.open(root, _DIR_FLAGS)
@@ -99,23 +100,15 @@ def copy_out(root: Path, relpath: str, dest: Path, max_bytes: int) -> bool:
             dir_fd = sub
         src = os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
     except OSError:
-        return False
+        return None
     finally:
         if dir_fd >= 0:
             os.close(dir_fd)
-    try:
-        st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
-            return False
-        os.set_blocking(src, True)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(src, "rb", closefd=False) as fin, open(dest, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            # Another process of the sandbox may still be appending: never copy more than the limit.
-            fout.truncate(min(fout.tell(), max_bytes))
-        return True
-    finally:
+    if not stat.S_ISREG(os.fstat(src).st_mode):
         os.close(src)
+        return None
+    os.set_blocking(src, True)
+    return src
 
 
 def copy_in(root: Path, name: str, source: Path, uid: int) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cgroups import SandboxCgroup
 from .host import KERNEL_IPC, SandboxHost, cpu_lifetime_limit
-from .kernel import CellResult, KernelConnection
+from .kernel import CellResult, ImageSink, KernelConnection
 from .uids import UidLease, UidPool
 
 if TYPE_CHECKING:
@@ -157,7 +157,9 @@ class Sandbox:
 
     # --- run ------------------------------------------------------------------------------------
 
-    async def run(self, code: str, *, wall_seconds: float, silent: bool = False) -> CellResult:
+    async def run(
+        self, code: str, *, wall_seconds: float, on_image: ImageSink | None = None, silent: bool = False
+    ) -> CellResult:
         assert self.conn is not None and self.exited is not None
         cfg = self.host.config
         self._running = True
@@ -169,6 +171,8 @@ class Sandbox:
                 died=self.exited,
                 limit=cfg.max_output_bytes,
                 max_images=cfg.max_images,
+                max_image_bytes=cfg.max_image_mb << 20,
+                on_image=on_image,
                 grace=cfg.interrupt_grace_seconds,
                 silent=silent,
             )
