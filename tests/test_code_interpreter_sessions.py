@@ -8,12 +8,14 @@ a host without a sandbox.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from code_interpreter_support import Harness, LoopThread, MemorySaver, config, harness, host_pids_of_uid
@@ -25,6 +27,7 @@ from assistantd.tools.code_interpreter import (
     SandboxUnavailable,
     sandbox_config_from_settings,
 )
+from assistantd.tools.code_interpreter.interpreter import MemoryBudgetExhausted
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -333,3 +336,40 @@ def test_sandbox_config_from_settings(tmp_path: Path) -> None:
     assert (tmp_path / "data").resolve() in cfg.protect
     assert (cfg.pool_size, cfg.timeout_seconds, cfg.idle_seconds, cfg.allow_unsandboxed) == (5, 12.5, 3600.0, False)
     assert (cfg.memory_mb, cfg.max_output_bytes, cfg.python) == (1024, 32768, "")
+
+
+def test_a_global_memory_budget_bounds_all_sessions_together(tmp_path: Path) -> None:
+    # Room for two sandboxes of 512 MB: a third session first closes the least recently used idle one,
+    # waits while every session is busy, and says so clearly once its wait is over.
+    gen = harness(tmp_path, pool_size=1, memory_budget_mb=1024, memory_wait_seconds=2.0)
+    h = next(gen)
+    try:
+        budget = h.ci._host.budget
+        h.run(h.ci.wait_for_pool())
+        h.ok("s:m1", "v = 1")
+        h.run(h.ci.wait_for_pool())  # refilled: 2 x 512 MB reserved
+        h.ok("s:m2", "v = 2")
+        assert (budget.used_mb, h.ci.pool_ready) == (1024, 0)  # no room left to refill the pool
+        assert h.ok("s:m3", "v = 3\nprint(v)") == "3\n"  # s:m1, idle the longest, was closed for it
+        assert h.ci.session_count == 2 and budget.used_mb == 1024
+        assert h.execute("s:m1", "v").error == "NameError: name 'v' is not defined"  # and s:m2 made room
+
+        async def busy_then_new() -> list[Any]:
+            slow = [h.ci.execute(k, "import time; time.sleep(6)", save=h.saver) for k in ("s:m1", "s:m3")]
+            return await asyncio.gather(*slow, h.ci.execute("s:m4", "print(4)", save=h.saver), return_exceptions=True)
+
+        _, _, refused = h.run(busy_then_new())
+        assert isinstance(refused, MemoryBudgetExhausted)
+        assert "memory budget (1024 MB for all sessions together, 512 MB each)" in str(refused)
+        assert "try again shortly" in str(refused)
+
+        async def waits_for_a_session_to_finish() -> list[Any]:
+            short = h.ci.execute("s:m1", "import time; time.sleep(1)", save=h.saver)
+            long = h.ci.execute("s:m3", "import time; time.sleep(8)", save=h.saver)
+            return await asyncio.gather(short, long, h.ci.execute("s:m5", "print(5)", save=h.saver))
+
+        h.ci.config = dataclasses.replace(h.ci.config, memory_wait_seconds=30.0)
+        _, _, waited = h.run(waits_for_a_session_to_finish())
+        assert waited.logs == "5\n" and budget.used_mb <= 1024
+    finally:
+        gen.close()

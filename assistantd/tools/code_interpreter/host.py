@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mounts, seccomp
+from .budget import MemoryBudget
 from .cgroups import CgroupHost, SandboxCgroup
 from .config import SandboxConfig
 from .uids import UidPool
@@ -108,6 +109,7 @@ class SandboxHost:
     _tools: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.budget = MemoryBudget(self.config.memory_budget_mb, self.config.memory_mb)
         # Absolute, so the sandbox's PATH can start with its folder.
         self.python = shutil.which(self.config.python) or self.config.python if self.config.python else sys.executable
         problem = self._static_problem()

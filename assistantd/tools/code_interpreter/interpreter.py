@@ -80,6 +80,10 @@ class TooManySessions(CodeInterpreterError):
     pass
 
 
+class MemoryBudgetExhausted(CodeInterpreterError):
+    pass
+
+
 @dataclass(eq=False)
 class _Session:
     key: str
@@ -101,10 +105,19 @@ class CodeInterpreter:
         self._pool: list[Sandbox] = []
         self._pool_changed = asyncio.Condition()
         self._refill = asyncio.Event()
+        # Set whenever memory may have become available: a sandbox gave its reservation back, or a session
+        # went idle (and so may be closed to make room).
+        self._room = asyncio.Event()
+        self._room_waiters = 0
+        self._host.budget.on_give = self._memory_freed
         self._tasks: list[asyncio.Task[None]] = []
         self._context: Any = None
         self._started = False
         self._stopping = False
+
+    def _memory_freed(self) -> None:
+        self._room.set()
+        self._refill.set()
 
     @property
     def available(self) -> bool:
@@ -195,37 +208,45 @@ class CodeInterpreter:
         or right after it (files), within ``max_image_mb`` per image and ``max_saved_mb`` for all of
         them together; what does not fit is named in the logs instead."""
         session = await self._session(session_key)
-        async with session.lock:
-            sandbox = await self._ensure_sandbox(session)
-            if files:
-                await self._add_files(session, sandbox, files)
-            data_dir = sandbox.data_dir
-            before = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
-            wall = timeout if timeout is not None else self.config.timeout_seconds
-            outputs = _Outputs(save, self.config.max_saved_mb << 20)
-            result = await sandbox.run(code, wall_seconds=wall, on_image=outputs.image)
-            logs = session.notice + result.logs
-            session.notice = ""
-            if result.error in {"timeout", "crashed"}:
-                if result.error == "timeout":
-                    why = f"the execution took longer than {wall:g} s and was stopped"
-                else:
-                    why = f"the sandbox crashed: {sandbox.crash_reason()}"
-                logs += f"[{why}. The session restarts fresh on next use: {_KEPT}]\n"
-                await self._retire(session)
-            if await asyncio.to_thread(self._disk_full, sandbox, result.logs):
-                logs += (
-                    f"[/mnt/data and /tmp are full: together they hold {self.config.disk_mb} MB, hidden files "
-                    "included. Delete files to make room.]\n"
-                )
-            after = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
-            more = await self._save_files(outputs, data_dir, fs.changed(before, after))
-            logs += "".join(f"[{note}]\n" for note in outputs.notes)
-            if more:
-                logs += f"[{more} more changed files in /mnt/data are not listed]\n"
-            session.last_used = time.monotonic()
-            session.executions += 1
-            return Execution(logs=logs, images=outputs.images, files=outputs.files, error=result.error)
+        try:
+            async with session.lock:
+                return await self._execute(session, code, save, files, wall_seconds=timeout)
+        finally:
+            self._room.set()  # the session is idle again: a session waiting for memory may close it
+
+    async def _execute(
+        self, session: _Session, code: str, save: Saver, files: Sequence[InputFile], *, wall_seconds: float | None
+    ) -> Execution:
+        sandbox = await self._ensure_sandbox(session)
+        if files:
+            await self._add_files(session, sandbox, files)
+        data_dir = sandbox.data_dir
+        before = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
+        wall = wall_seconds if wall_seconds is not None else self.config.timeout_seconds
+        outputs = _Outputs(save, self.config.max_saved_mb << 20)
+        result = await sandbox.run(code, wall_seconds=wall, on_image=outputs.image)
+        logs = session.notice + result.logs
+        session.notice = ""
+        if result.error in {"timeout", "crashed"}:
+            if result.error == "timeout":
+                why = f"the execution took longer than {wall:g} s and was stopped"
+            else:
+                why = f"the sandbox crashed: {sandbox.crash_reason()}"
+            logs += f"[{why}. The session restarts fresh on next use: {_KEPT}]\n"
+            await self._retire(session)
+        if await asyncio.to_thread(self._disk_full, sandbox, result.logs):
+            logs += (
+                f"[/mnt/data and /tmp are full: together they hold {self.config.disk_mb} MB, hidden files "
+                "included. Delete files to make room.]\n"
+            )
+        after = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
+        more = await self._save_files(outputs, data_dir, fs.changed(before, after))
+        logs += "".join(f"[{note}]\n" for note in outputs.notes)
+        if more:
+            logs += f"[{more} more changed files in /mnt/data are not listed]\n"
+        session.last_used = time.monotonic()
+        session.executions += 1
+        return Execution(logs=logs, images=outputs.images, files=outputs.files, error=result.error)
 
     async def add_files(self, session_key: str, files: Sequence[InputFile]) -> dict[str, str]:
         """Copy files into the session's /mnt/data (once per file_id); returns file_id -> path inside."""
@@ -387,8 +408,42 @@ class CodeInterpreter:
             if sandbox.alive:
                 return sandbox
             await sandbox.destroy()
+        await self._reserve()
         # Cold start: no preload, so the cell's own imports are the only ones paid for.
-        return await Sandbox.start(self._host, self._context)
+        return await Sandbox.start(self._host, self._context, reserved=True)
+
+    async def _reserve(self) -> None:
+        """Reserve a sandbox's memory in the budget: at once if it fits, else by closing the least recently
+        used idle session, else by waiting (``memory_wait_seconds``) for either; then a clear error."""
+        budget = self._host.budget
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.memory_wait_seconds
+        self._room_waiters += 1
+        try:
+            while not budget.take():
+                if self._pool:  # pooled sandboxes hold memory nobody uses yet
+                    await self._pool.pop().destroy()
+                    continue
+                idle = [s for s in self._sessions.values() if not s.lock.locked() and (s.sandbox or s.orphan)]
+                if idle:
+                    victim = min(idle, key=lambda s: s.last_used)
+                    if self._sessions.get(victim.key) is victim:
+                        del self._sessions[victim.key]
+                    async with victim.lock:
+                        await self._destroy_session(victim)
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise MemoryBudgetExhausted(
+                        f"the code interpreter's memory budget ({budget.total_mb} MB for all sessions together, "
+                        f"{self.config.memory_mb} MB each) is taken by sessions that are all busy; try again shortly"
+                    )
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._room.wait()
+        finally:
+            self._room_waiters -= 1
 
     async def _refill_loop(self) -> None:
         failures = 0
@@ -396,8 +451,11 @@ class CodeInterpreter:
             await self._refill.wait()
             self._refill.clear()
             while len(self._pool) < self.config.pool_size and not self._stopping:
+                # The pool only uses memory nobody waits for; once a session gives some back, it refills.
+                if self._room_waiters or not self._host.budget.take():
+                    break
                 try:
-                    sandbox = await Sandbox.start(self._host, self._context, preload=self.config.preload)
+                    sandbox = await Sandbox.start(self._host, self._context, preload=self.config.preload, reserved=True)
                 except SandboxStartError as exc:
                     failures += 1
                     log.warning("code interpreter pool: %s", exc)

@@ -56,6 +56,7 @@ class Sandbox:
         self._cpu_mark = 0.0
         self.cpu_exceeded = False
         self._killed = False
+        self._reserved = False  # holds memory_mb of the host's budget until killed
 
     @property
     def data_dir(self) -> Path:
@@ -77,8 +78,13 @@ class Sandbox:
     # --- start ----------------------------------------------------------------------------------
 
     @classmethod
-    async def start(cls, host: SandboxHost, context: zmq.asyncio.Context, *, preload: tuple[str, ...] = ()) -> Sandbox:
+    async def start(
+        cls, host: SandboxHost, context: zmq.asyncio.Context, *, preload: tuple[str, ...] = (), reserved: bool = False
+    ) -> Sandbox:
+        """Start a sandbox; ``reserved``: the caller took its memory from ``host.budget``, and the sandbox
+        gives it back when it is killed (or fails to start)."""
         sandbox = cls(host, context)
+        sandbox._reserved = reserved
         try:
             async with asyncio.timeout(host.config.start_timeout_seconds):  # cancel-safe, unlike 3.11's wait_for
                 await sandbox._start(preload)
@@ -261,6 +267,9 @@ class Sandbox:
             # Only now: every process that ran as this uid is gone, so the next holder inherits nothing.
             UidPool.release(self.lease)
             self.lease = None
+        if self._reserved:  # its memory is free again (what stays on its disk is bounded by disk_mb)
+            self._reserved = False
+            self.host.budget.give()
         ipc_note = self.dir / "ipc"
         if ipc_note.is_file():
             shutil.rmtree(ipc_note.read_text(), ignore_errors=True)
