@@ -190,6 +190,28 @@ def test_host_files_are_invisible(ci: Harness) -> None:
     assert results == ["ENOENT"] * len(secrets_on_host), list(zip(secrets_on_host, results, strict=True))  # type: ignore[arg-type]
 
 
+def test_host_paths_the_venv_and_kernel_internals_are_out_of_view(ci: Harness) -> None:
+    # Host paths that bind mounts used to name in /proc/self/mountinfo: the data dir, the sandbox folders
+    # (passwd, kernel.json), the server's source (kernel_main.py), and the venv itself.
+    named = [str(ci.root), str(ci.ci.config.work_root), str(Path(assistantd.__file__).parent)]
+    if sys.prefix != sys.base_prefix:
+        named += [f" {sys.prefix} ", f"{sys.prefix}/bin"]
+    masked = ("kallsyms", "modules", "keys", "timer_list", "cmdline", "iomem", "sched_debug")
+    code = ERRORS_AS_NAMES + (
+        "import os, sys\n"
+        "mountinfo = open('/proc/self/mountinfo').read()\n"
+        f"proc = {{n: attempt(lambda n=n: open(f'/proc/{{n}}', 'rb').read(64)) for n in {masked!r}"
+        " if os.path.exists(f'/proc/{n}')}\n"
+        f"print([[n for n in {named!r} if n in mountinfo], sys.prefix, sorted(os.listdir(sys.prefix)),"
+        f" os.path.exists({sys.prefix!r}), proc])"
+    )
+    seen, prefix, listing, host_venv_seen, proc = probe(ci, "a:paths", code)  # type: ignore[misc]
+    assert seen == []
+    if sys.prefix != sys.base_prefix:  # the server runs from a venv: the kernel sees only its packages
+        assert (prefix, listing, host_venv_seen) == ("/opt/venv", ["bin", "lib", "pyvenv.cfg"], False)
+    assert "kallsyms" in proc and set(proc.values()) <= {"EACCES", "ENOENT"}, proc
+
+
 def test_host_processes_are_invisible(ci: Harness) -> None:
     code = ERRORS_AS_NAMES + (
         "import os\n"
@@ -211,6 +233,7 @@ def test_host_processes_are_invisible(ci: Harness) -> None:
 def test_nothing_outside_mnt_data_is_writable(ci: Harness) -> None:
     marker = f"assistantd-escape-{secrets.token_hex(4)}"
     targets = ["/", "/usr", "/usr/local/bin", "/etc", "/opt/assistantd", "/root", "/mnt", sys.prefix, sys.base_prefix]
+    targets += ["/opt/venv", "/opt/venv/lib"]
     code = ERRORS_AS_NAMES + (
         "import os\n"
         "def write(d):\n"
@@ -223,7 +246,7 @@ def test_nothing_outside_mnt_data_is_writable(ci: Harness) -> None:
     )
     results = probe(ci, "a:writer", code)
     assert isinstance(results, list) and len(results) == len(targets) + 2
-    assert all(r in {"EROFS", "EACCES"} for r in results), results
+    assert all(r in {"EROFS", "EACCES", "ENOENT"} for r in results), results  # ENOENT: the venv's host path
     for d in [*targets, "/tmp"]:
         assert not (Path(d) / marker).exists()  # nothing reached the host, not even the sandbox's /tmp
 

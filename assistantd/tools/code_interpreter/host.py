@@ -42,6 +42,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import mounts, seccomp
 from .budget import MemoryBudget
@@ -71,11 +72,26 @@ ETC_FILES = (
     "os-release",
     "debian_version",
 )
+# Shown inside the sandbox instead of the server's venv (see SandboxHost.venv_view).
+VENV = "/opt/venv"
+# Kernel internals /proc shows every process: symbols and addresses, modules, keys, timers, the boot line.
+PROC_MASKED = (
+    "kallsyms", "modules", "keys", "key-users", "timer_list", "sched_debug", "iomem", "ioports", "kcore",
+    "vmallocinfo", "config.gz", "cmdline", "sysrq-trigger", "kpageflags", "kpagecount", "kpagecgroup",
+    "latency_stats", "slabinfo", "pagetypeinfo", "lockdep", "softirqs",
+)  # fmt: skip
+# The sandbox's /proc is a fresh mount of the same kernel's procfs: it has what the host's has.
+_PROC_PRESENT = tuple(name for name in PROC_MASKED if os.path.exists(f"/proc/{name}"))
 PYTHON_PROBE = r"""
-import importlib.util, json, sys
+import importlib.util, json, os, site, sys
 wanted = ["numpy", "pandas", "scipy", "matplotlib", "sympy", "sklearn", "openpyxl"]
 print(json.dumps({
     "prefixes": sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}),
+    "base_prefixes": sorted({sys.base_prefix, sys.base_exec_prefix}),
+    "venv": sys.prefix != sys.base_prefix,
+    "site": site.getsitepackages(),
+    "base_executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+    "pyver": "%d.%d" % sys.version_info[:2],
     "version": sys.version.split()[0],
     "ipykernel": all(importlib.util.find_spec(m) for m in ("ipykernel", "matplotlib_inline")),
     "missing": [m for m in wanted if importlib.util.find_spec(m) is None],
@@ -99,6 +115,9 @@ class SandboxHost:
     reason: str | None = None
     python: str = ""
     python_prefixes: list[str] = field(default_factory=list)
+    # A venv's site-packages, its base Python and "X.Y": the sandbox sees that venv as VENV, with nothing
+    # of it but its packages (no scripts, no config, none of its host path in sys.prefix).
+    venv_view: tuple[str, str, str] | None = None
     missing_packages: list[str] = field(default_factory=list)
     instance_dir: Path | None = None
     uids: UidPool | None = None
@@ -194,8 +213,10 @@ class SandboxHost:
             log.warning(
                 "code interpreter: %s is missing %s (%s)", self.python, ", ".join(self.missing_packages), INSTALL_HINT
             )
-        self.python_prefixes = _mount_roots(info["prefixes"])
-        _check_no_overlap(self.python_prefixes, (self.config.work_root, *self.config.protect))
+        prefixes, self.venv_view = _python_mounts(info)
+        self.python_prefixes = _mount_roots(prefixes)
+        sites = [self.venv_view[0]] if self.venv_view else []
+        _check_no_overlap([*self.python_prefixes, *sites], (self.config.work_root, *self.config.protect))
 
     def _open_instance(self) -> None:
         """A folder for this process's sandboxes, held by a lock; folders whose holder died are removed."""
@@ -230,7 +251,8 @@ class SandboxHost:
                 self.make_sandbox_dir(probe_dir, lease.uid)
             except OSError as exc:
                 raise _Unavailable(f"the sandbox's disk cannot be made: {exc}") from None
-            spec = self.launch_spec(probe_dir, lease.uid, None, command=[self.python, "-I", "-c", "import ipykernel"])
+            command = [self.sandbox_python, "-I", "-c", "import ipykernel"]
+            spec = self.launch_spec(probe_dir, lease.uid, None, command=command)
             proc = await asyncio.create_subprocess_exec(
                 *spec.argv,
                 env=spec.env,
@@ -297,9 +319,14 @@ class SandboxHost:
             max_pids=self.config.max_processes,
         )
 
+    @property
+    def sandbox_python(self) -> str:
+        """The kernel's Python as the sandbox sees it."""
+        return f"{VENV}/bin/python" if self.mode == "sandbox" and self.venv_view else self.python
+
     def kernel_command(self, connection_file: str) -> list[str]:
         kernel_main = f"{OPT}/kernel_main.py" if self.mode == "sandbox" else str(KERNEL_MAIN)
-        return [self.python, "-I", kernel_main, connection_file, str(self.config.max_output_bytes)]
+        return [self.sandbox_python, "-I", kernel_main, connection_file, str(self.config.max_output_bytes)]
 
     def launch_spec(
         self,
@@ -314,8 +341,10 @@ class SandboxHost:
         if self.mode == "unsandboxed":
             return self._unsandboxed_spec(sandbox_dir)
         cfg = self.config
-        meta = sandbox_dir / "meta"
+        # On the sandbox's own disk, so mountinfo inside names no host path of ours (only "/meta/...").
+        meta = sandbox_dir / "fs" / "meta"
         meta.mkdir(mode=0o755, exist_ok=True)
+        shutil.copyfile(KERNEL_MAIN, meta / "kernel_main.py")
         (meta / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}:sandbox:/tmp:/bin/sh\n")
         (meta / "group").write_text(f"root:x:0:\nsandbox:x:{uid}:\n")
         (meta / "kernel.json").write_text(json.dumps(self.connection_info(secrets.token_hex(32), KERNEL_IPC)))
@@ -354,9 +383,22 @@ class SandboxHost:
                 mkdirs(str(Path(prefix).parent))
                 args += ["--ro-bind", prefix, prefix]
         mkdirs(OPT)
-        args += ["--ro-bind", str(KERNEL_MAIN), f"{OPT}/kernel_main.py"]
+        if self.venv_view is not None:
+            site_packages, base_python, pyver = self.venv_view
+            (meta / "pyvenv.cfg").write_text(
+                f"home = {os.path.dirname(base_python)}\ninclude-system-site-packages = false\nversion = {pyver}\n"
+            )
+            mkdirs(f"{VENV}/lib/python{pyver}/site-packages")
+            mkdirs(f"{VENV}/bin")
+            args += ["--ro-bind", site_packages, f"{VENV}/lib/python{pyver}/site-packages"]
+            args += ["--ro-bind", str(meta / "pyvenv.cfg"), f"{VENV}/pyvenv.cfg"]
+            for name in ("python", "python3", f"python{pyver}"):
+                args += ["--symlink", base_python, f"{VENV}/bin/{name}"]
+        args += ["--ro-bind", str(meta / "kernel_main.py"), f"{OPT}/kernel_main.py"]
         args += ["--ro-bind", str(meta / "kernel.json"), f"{OPT}/kernel.json"]
         args += ["--proc", "/proc", "--dev", "/dev"]
+        for name in _PROC_PRESENT:
+            args += ["--ro-bind", "/dev/null", f"/proc/{name}"]
         # /tmp is on the sandbox's disk, with /mnt/data: one quota for both (mounts.py).
         args += ["--bind", str(sandbox_dir / "fs" / "tmp"), "/tmp"]
         args += ["--perms", "01777", "--size", str(cfg.tmp_mb << 20), "--tmpfs", "/dev/shm"]
@@ -425,7 +467,7 @@ class SandboxHost:
         threads = str(max(1, min(4, os.cpu_count() or 1)))
         # The kernel's own bin folder first, so `python` and `pip` in a subprocess mean the same environment.
         return {
-            "PATH": ":".join([os.path.dirname(self.python), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "PATH": ":".join([os.path.dirname(self.sandbox_python), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": home,
             "USER": "sandbox",
             "LOGNAME": "sandbox",
@@ -459,6 +501,17 @@ class SandboxHost:
             "signature_scheme": "hmac-sha256",
             "kernel_name": "",
         }
+
+
+def _python_mounts(info: dict[str, Any]) -> tuple[list[str], tuple[str, str, str] | None]:
+    """The prefixes to bind at their own paths, and the venv to show as VENV (when it is one, with one
+    site-packages folder): then only its base Python's prefixes are bound, not the venv's."""
+    sites = info["site"]
+    if not info["venv"] or len(sites) != 1:
+        return list(info["prefixes"]), None
+    base_python = info["base_executable"]
+    prefixes = [*info["base_prefixes"], os.path.dirname(base_python)]
+    return prefixes, (sites[0], base_python, info["pyver"])
 
 
 def cpu_lifetime_limit(config: SandboxConfig) -> int:

@@ -135,7 +135,7 @@ class Sandbox:
             self.init_pid = _only_child(self.proc.pid)
             self.kernel_pid = _only_child(self.init_pid)
             ipc = f"/proc/{self.init_pid}/root{KERNEL_IPC}"
-            info = _read_json(self.dir / "meta" / "kernel.json")
+            info = _read_json(self.dir / "fs" / "meta" / "kernel.json")
         else:
             self.kernel_pid = self.proc.pid
             info = _read_json(self.dir / "kernel.json")
