@@ -11,8 +11,10 @@ The command, outermost first (every piece is there for a reason given next to it
     bwrap --unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup-try
           --die-with-parent --new-session --hostname sandbox
           --ro-bind /usr /usr  (+ /bin /lib /lib64 /sbin as on the host)  --ro-bind-try /etc/<a few files>
-          --ro-bind <python prefixes>  --ro-bind kernel_main.py, kernel.json, passwd, group
-          --proc /proc --dev /dev --bind <disk>/tmp /tmp --tmpfs /dev/shm (size-capped)
+          --ro-bind <base Python prefixes>  (a venv: its site-packages at /opt/venv, see venv_view)
+          --ro-bind <disk>/meta/{kernel_main.py, kernel.json, passwd, group}  (copies on the sandbox's disk)
+          --proc /proc --ro-bind /dev/null /proc/<kallsyms, keys, ...> --dev /dev
+          --bind <disk>/tmp /tmp --tmpfs /dev/shm (size-capped)
           --bind <disk>/data /mnt/data --remount-ro /     # <disk>: the sandbox's tmpfs, see mounts.py
           --cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_SETPCAP
           --seccomp <fd> --
