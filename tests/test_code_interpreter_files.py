@@ -8,13 +8,17 @@ tests pin each case down directly.)
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from assistantd.tools.code_interpreter import files as fs
 from assistantd.tools.code_interpreter import seccomp
+from assistantd.tools.code_interpreter.uids import UidPool
 
 
 @pytest.mark.parametrize(
@@ -141,3 +145,25 @@ def test_seccomp_program_is_well_formed(machine: str) -> None:
             assert index + 1 + max(jt, jf) < len(insns)
     # Every path ends in a return; the last instruction kills (foreign architectures jump there).
     assert insns[-1] == (0x06, 0, 0, 0x80000000)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a process as another uid needs root")
+def test_a_uid_still_running_a_process_is_not_leased_even_if_unlocked(tmp_path: Path) -> None:
+    # A sandbox left behind by a server that died without taking it along holds no lock, but its uid
+    # must not go to a new sandbox (it would share the process limit and own the new files' peers).
+    base = 230_000 + os.getpid() % 10_000
+    leftover = subprocess.Popen(
+        [shutil.which("setpriv") or "setpriv", f"--reuid={base}", f"--regid={base}", "--clear-groups", "sleep", "60"]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{leftover.pid}").st_uid != base:  # setpriv switches right after it starts
+            assert time.monotonic() < deadline, "setpriv never switched uid"
+        pool = UidPool(base, 2, lock_dir=tmp_path)
+        lease = pool.acquire()
+        assert lease.uid == base + 1
+        UidPool.release(lease)
+    finally:
+        leftover.kill()
+        leftover.wait()
+    assert UidPool(base, 2, lock_dir=tmp_path).acquire().uid == base
