@@ -180,6 +180,7 @@ class SandboxHost:
                 assert self.instance_dir is not None
                 self._seccomp_path = self.instance_dir / "seccomp.bpf"
                 self._seccomp_path.write_bytes(seccomp.build_filter())
+                self._hide_venv_path()
                 await self._probe_sandbox()
         except _Unavailable as exc:
             self._fail(str(exc))
@@ -191,6 +192,21 @@ class SandboxHost:
             )
         elif self.limit_notes:
             log.warning("code interpreter: %s", "; ".join(self.limit_notes))
+
+    def _hide_venv_path(self) -> None:
+        """Bind the venv's site-packages from an overlay view of it, so mountinfo does not name it."""
+        if self.venv_view is None or self.instance_dir is None:
+            return
+        site, base_python, pyver = self.venv_view
+        view, empty = self.instance_dir / "venv-site", self.instance_dir / "empty"
+        view.mkdir()
+        empty.mkdir()
+        try:
+            mounts.mount_readonly_view(view, Path(site), empty)
+        except OSError as exc:
+            self.limit_notes.append(f"the venv's path shows in the sandbox's mountinfo ({exc.strerror})")
+            return
+        self.venv_view = (str(view), base_python, pyver)
 
     def _fail(self, reason: str) -> None:
         if self.config.allow_unsandboxed and self.mode == "sandbox" and "ipykernel" not in reason:

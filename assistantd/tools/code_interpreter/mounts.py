@@ -22,6 +22,7 @@ import os
 import re
 from pathlib import Path
 
+_MS_RDONLY = 0x1
 _MS_NOSUID = 0x2
 _MS_NODEV = 0x4
 _MNT_DETACH = 0x2
@@ -33,6 +34,25 @@ def mount_tmpfs(target: Path, size_bytes: int, inodes: int) -> None:
     if _libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot mount the sandbox's tmpfs at {target}: {os.strerror(err)}")
+
+
+def mount_readonly_view(target: Path, source: Path, empty: Path) -> None:
+    """Show ``source`` read-only at ``target`` through an overlay that names it by file descriptor.
+
+    A bind mount would do, except that /proc/self/mountinfo in the sandbox shows a bind's source path
+    (here: the server's venv). An overlay's root is its own, and its options show the layers as given:
+    ``/proc/self/fd/N`` says nothing. A read-only overlay needs two lower layers, hence ``empty``.
+    """
+    src = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    blank = os.open(empty, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        options = f"lowerdir=/proc/self/fd/{src}:/proc/self/fd/{blank}".encode()
+        if _libc.mount(b"none", os.fsencode(target), b"overlay", _MS_RDONLY | _MS_NOSUID | _MS_NODEV, options) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot mount an overlay of {source} at {target}: {os.strerror(err)}")
+    finally:
+        os.close(src)
+        os.close(blank)
 
 
 def unmount(target: Path) -> None:
