@@ -329,6 +329,11 @@ def test_sandbox_config_from_settings(tmp_path: Path) -> None:
             "ASSISTANTD_CODE_INTERPRETER_POOL_SIZE": "5",
             "ASSISTANTD_CODE_INTERPRETER_TIMEOUT": "12.5",
             "ASSISTANTD_CODE_INTERPRETER_ALLOW_UNSANDBOXED": "false",
+            "ASSISTANTD_CODE_INTERPRETER_DISK_MB": "300",
+            "ASSISTANTD_CODE_INTERPRETER_MAX_IMAGE_MB": "4",
+            "ASSISTANTD_CODE_INTERPRETER_MAX_OUTPUT_MB": "40",
+            "ASSISTANTD_CODE_INTERPRETER_MEMORY_BUDGET_MB": "8192",
+            "ASSISTANTD_CODE_INTERPRETER_MEMORY_WAIT_SECONDS": "7.5",
         }
     )
     cfg = sandbox_config_from_settings(settings)
@@ -336,6 +341,8 @@ def test_sandbox_config_from_settings(tmp_path: Path) -> None:
     assert (tmp_path / "data").resolve() in cfg.protect
     assert (cfg.pool_size, cfg.timeout_seconds, cfg.idle_seconds, cfg.allow_unsandboxed) == (5, 12.5, 3600.0, False)
     assert (cfg.memory_mb, cfg.max_output_bytes, cfg.python) == (1024, 32768, "")
+    assert (cfg.disk_mb, cfg.max_image_mb, cfg.max_saved_mb) == (300, 4, 40)
+    assert (cfg.memory_budget_mb, cfg.memory_wait_seconds) == (8192, 7.5)
 
 
 def test_a_global_memory_budget_bounds_all_sessions_together(tmp_path: Path) -> None:
