@@ -68,8 +68,8 @@ def build_services(settings: Settings) -> Services:
     )
     ingestor = Ingestor(db, blobs, tokenizer=chunk_tokenizer(), embedder=embedder, workers=settings.ingest_workers)
     vector_stores = VectorStoreService(db, ingestor, embedder=embedder, mode=search_mode)
-    threads = ThreadService(db, attach=vector_stores.ensure_thread_store)
     interpreter = ObservedCodeInterpreter(sandbox_config_from_settings(settings))
+    threads = ThreadService(db, attach=vector_stores.ensure_thread_store, closed=interpreter.close_thread)
     tools = observe_tools({
         "code_interpreter": CodeInterpreterTool(
             interpreter, db, blobs, max_file_bytes=settings.code_interpreter_max_file_mb * 1024 * 1024

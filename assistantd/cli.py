@@ -112,8 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--force", action="store_true", help="Overwrite a database that already holds objects.")
     _common(restore)
 
-    blobs = sub.add_parser("blobs", help="Manage stored file bytes.")
-    blobs_sub = blobs.add_subparsers(dest="blobs_command", required=True)
+    blobs = sub.add_parser(
+        "blobs",
+        help="Manage stored file bytes.",
+        description="Manage stored file bytes: on PostgreSQL they live in the database, shared by every replica.",
+    )
+    _common(blobs)
+    blobs_sub = blobs.add_subparsers(dest="blobs_command", metavar="BLOBS_COMMAND")
     move = blobs_sub.add_parser(
         "migrate",
         help="Move the data folder's file bytes into the PostgreSQL database (idempotent, resumable).",
@@ -290,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "keys" and args.keys_command is None:
         parser.parse_args(["keys", "--help"])  # prints the keys help and exits 0
+    if args.command == "blobs" and args.blobs_command is None:
+        parser.parse_args(["blobs", "--help"])
     try:
         settings = _settings(args)
     except (ValueError, OSError) as exc:

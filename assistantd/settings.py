@@ -190,6 +190,30 @@ class Settings:
         "Files processed for vector stores at once (each takes about one CPU core); 0: this server processes "
         "none (another replica does).",
     )
+    code_interpreter_disk_mb: int = setting(
+        512,
+        'Disk of each code interpreter session, in MB: /mnt/data and /tmp together, hidden files included (a '
+        'tmpfs, so it counts towards the memory limit too).',
+    )
+    code_interpreter_max_image_mb: int = setting(
+        16,
+        'Largest image (PNG) one code execution may show, in MB; larger ones are dropped with a note.',
+    )
+    code_interpreter_max_output_mb: int = setting(
+        256,
+        'Images and files saved from one code execution, in MB together; past it they are not saved, with a '
+        'note.',
+    )
+    code_interpreter_memory_budget_mb: int = setting(
+        0,
+        'Memory all code interpreter sandboxes together may reserve (each reserves '
+        'code_interpreter_memory_mb), in MB; 0: no budget.',
+    )
+    code_interpreter_memory_wait_seconds: float = setting(
+        30.0,
+        'How long a new code interpreter session waits for the memory budget before the tool reports that the'
+        ' server is busy.',
+    )
 
     # The config file's [[upstreams]] and [aliases] tables (see SECTIONS), for the model router.
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -56,6 +56,12 @@ class Row:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+async def discard(name: str, chunks: AsyncIterator[bytes]) -> str:
+    async for _ in chunks:
+        pass
+    return name
+
+
 async def timed(call: Callable[[], Awaitable[object]]) -> float:
     started = time.perf_counter()
     result = await call()
@@ -78,7 +84,9 @@ async def first_executions(base: SandboxConfig, pool: int, trials: int) -> list[
             for row, code in zip(rows, (TRIVIAL, PANDAS), strict=True):
                 if pool:
                     await ci.wait_for_pool()
-                row.samples.append(await timed(lambda code=code, i=i: ci.execute(f"bench:first-{i}-{code[:4]}", code)))
+                row.samples.append(
+                    await timed(lambda code=code, i=i: ci.execute(f"bench:first-{i}-{code[:4]}", code, save=discard))
+                )
     finally:
         await ci.stop()
     return rows
@@ -89,11 +97,11 @@ async def warm_overhead(base: SandboxConfig, n: int) -> Row:
     await ci.start()
     row = Row("warm session: 1+1", [])
     try:
-        await ci.execute("bench:warm", TRIVIAL)
+        await ci.execute("bench:warm", TRIVIAL, save=discard)
         for _ in range(10):  # let the kernel settle (first-cell compilation, caches)
-            await ci.execute("bench:warm", TRIVIAL)
+            await ci.execute("bench:warm", TRIVIAL, save=discard)
         for _ in range(n):
-            row.samples.append(await timed(lambda: ci.execute("bench:warm", TRIVIAL)))
+            row.samples.append(await timed(lambda: ci.execute("bench:warm", TRIVIAL, save=discard)))
     finally:
         await ci.stop()
     row.note = f"p99 {row.quantile(0.99):.1f} ms"
@@ -109,7 +117,7 @@ async def many_at_once(base: SandboxConfig, sessions: int) -> list[Row]:
         for label in ("new", "warm"):
             started = time.perf_counter()
             samples = await asyncio.gather(
-                *(timed(lambda k=k: ci.execute(f"bench:many-{k}", BUSY)) for k in range(sessions))
+                *(timed(lambda k=k: ci.execute(f"bench:many-{k}", BUSY, save=discard)) for k in range(sessions))
             )
             wall = time.perf_counter() - started
             row = Row(f"{sessions} threads at once, {label} sessions", list(samples))

@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from assistantd.tools.code_interpreter import CodeInterpreter, Execution, InputFile, SandboxConfig
+from assistantd.tools.code_interpreter.interpreter import Saver
 
 T = TypeVar("T")
 
@@ -40,19 +41,42 @@ class LoopThread:
         self.loop.close()
 
 
+class MemorySaver:
+    """Where the tests' executions save images and files: bytes by id, kept in memory (they are small)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, tuple[str, bytes]] = {}
+
+    async def __call__(self, name: str, chunks: AsyncIterator[bytes]) -> str:
+        data = b"".join([chunk async for chunk in chunks])
+        file_id = f"saved-{len(self.saved)}"
+        self.saved[file_id] = (name, data)
+        return file_id
+
+
 @dataclass
 class Harness:
     ci: CodeInterpreter
     loop: LoopThread
     root: Path  # the fake server data dir (work_root is inside it)
+    saver: MemorySaver = field(default_factory=MemorySaver)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run(coro)
 
     def execute(
-        self, key: str, code: str, *, files: tuple[InputFile, ...] = (), timeout: float | None = None
+        self,
+        key: str,
+        code: str,
+        *,
+        files: tuple[InputFile, ...] = (),
+        timeout: float | None = None,
+        save: Saver | None = None,
     ) -> Execution:
-        return self.run(self.ci.execute(key, code, files=files, timeout=timeout))
+        return self.run(self.ci.execute(key, code, save=save or self.saver, files=files, timeout=timeout))
+
+    def saved(self, file_id: str) -> bytes:
+        return self.saver.saved[file_id][1]
 
     def ok(self, key: str, code: str, **kwargs: Any) -> str:
         """Execute code that must succeed; return its logs."""
@@ -74,6 +98,8 @@ def config(root: Path, **overrides: Any) -> SandboxConfig:
         "max_file_mb": 8,
         "max_output_bytes": 4096,
         "tmp_mb": 64,
+        "disk_mb": 64,
+        "max_saved_mb": 32,
         "preload": ("colorsys",),
         "interrupt_grace_seconds": 1.0,
     }

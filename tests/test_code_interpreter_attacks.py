@@ -8,6 +8,7 @@ shared fixture are small (see code_interpreter_support.config) so the attacks hi
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import secrets
 import select
@@ -16,8 +17,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from code_interpreter_support import Harness, harness, host_pids_of_uid
@@ -86,10 +89,68 @@ def test_no_network_at_all(ci: Harness) -> None:
         assert loopback == "ECONNREFUSED"  # its own, empty loopback
         assert unix == "ECONNREFUSED"
         assert dns == "ENOENT"
-        assert interfaces == ["lo"]
+        assert interfaces == ["lo"]  # listed through route netlink, which seccomp lets through for libzmq
     finally:
         tcp.close()
         abstract.close()
+
+
+def test_seccomp_denies_socket_families_and_dangerous_kernel_apis(ci: Harness) -> None:
+    import platform
+
+    # From <asm/unistd.h>, written out here so the test does not trust the filter's own table.
+    numbers = {
+        "x86_64": {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "userfaultfd": 323,
+                   "personality": 135, "ptrace": 101, "bpf": 321, "perf_event_open": 298, "keyctl": 250,
+                   "process_vm_readv": 310},
+        "aarch64": {"io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "userfaultfd": 282,
+                    "personality": 92, "ptrace": 117, "bpf": 280, "perf_event_open": 241, "keyctl": 219,
+                    "process_vm_readv": 270},
+    }[platform.machine()]  # fmt: skip
+    code = ERRORS_AS_NAMES + (
+        "import ctypes, socket\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "libc.syscall.restype = ctypes.c_long\n"
+        "def call(nr, *args):\n"
+        "    def go():\n"
+        "        if libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args]) == -1:\n"
+        "            raise OSError(ctypes.get_errno(), str(nr))\n"
+        "    return go\n"
+        f"nr = {numbers!r}\n"
+        "params = ctypes.create_string_buffer(120)\n"
+        "families = {n: getattr(socket, n) for n in ('AF_VSOCK', 'AF_PACKET',"
+        " 'AF_ALG', 'AF_BLUETOOTH') if hasattr(socket, n)}\n"
+        "out = {n: attempt(lambda f=f: socket.socket(f, socket.SOCK_DGRAM if f == socket.AF_NETLINK else"
+        " socket.SOCK_STREAM if f != socket.AF_PACKET else socket.SOCK_RAW).close()) for n, f in families.items()}\n"
+        "out['socketpair_vsock'] = attempt(lambda: socket.socketpair(families['AF_VSOCK']))\n"
+        "out['netlink_route'] = attempt(lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close())\n"
+        "for proto, name in ((9, 'audit'), (12, 'netfilter'), (4, 'sock_diag'), (15, 'kobject_uevent')):\n"
+        "    out[f'netlink_{name}'] = attempt(lambda p=proto: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, p))\n"
+        "out['inet'] = attempt(lambda: socket.socket(socket.AF_INET).close())\n"
+        "out['unix'] = attempt(lambda: socket.socket(socket.AF_UNIX).close())\n"
+        "out['unix_pair'] = attempt(lambda: [s.close() for s in socket.socketpair()])\n"
+        "out['io_uring_setup'] = attempt(call(nr['io_uring_setup'], 4, ctypes.addressof(params)))\n"
+        "out['io_uring_enter'] = attempt(call(nr['io_uring_enter'], 0, 0, 0, 0, 0, 0))\n"
+        "out['io_uring_register'] = attempt(call(nr['io_uring_register'], 0, 0, 0, 0))\n"
+        "out['userfaultfd'] = attempt(call(nr['userfaultfd'], 1))\n"  # UFFD_USER_MODE_ONLY: allowed unprivileged
+        "out['personality_no_aslr'] = attempt(call(nr['personality'], 0x0040000))\n"
+        "out['personality_query'] = attempt(call(nr['personality'], 0xFFFFFFFF))\n"
+        "out['ptrace'] = attempt(call(nr['ptrace'], 0, 0, 0, 0))\n"  # PTRACE_TRACEME
+        "out['bpf'] = attempt(call(nr['bpf'], 0, 0, 0))\n"
+        "out['perf_event_open'] = attempt(call(nr['perf_event_open'], 0, 0, -1, -1, 0))\n"
+        "out['keyctl'] = attempt(call(nr['keyctl'], 0, -3, 0))\n"  # KEYCTL_GET_KEYRING_ID of the session keyring
+        "out['process_vm_readv'] = attempt(call(nr['process_vm_readv'], 1, 0, 0, 0, 0, 0))\n"
+        "print(out)"
+    )
+    out = probe(ci, "a:seccomp", code)
+    assert isinstance(out, dict)
+    assert out.pop("unix") == "SUCCEEDED" and out.pop("unix_pair") == "SUCCEEDED"
+    # ipykernel needs these; the network namespace has nothing but a loopback.
+    assert (out.pop("inet"), out.pop("netlink_route")) == ("SUCCEEDED", "SUCCEEDED")
+    assert out.pop("personality_query") == "SUCCEEDED"  # reading the persona is fine (glibc and Python do)
+    assert "AF_VSOCK" in out and "io_uring_setup" in out
+    assert out == dict.fromkeys(out, "EPERM"), out
+    assert_healthy(ci)
 
 
 # --- reading the host ------------------------------------------------------------------------------
@@ -129,6 +190,28 @@ def test_host_files_are_invisible(ci: Harness) -> None:
     assert results == ["ENOENT"] * len(secrets_on_host), list(zip(secrets_on_host, results, strict=True))  # type: ignore[arg-type]
 
 
+def test_host_paths_the_venv_and_kernel_internals_are_out_of_view(ci: Harness) -> None:
+    # Host paths that bind mounts used to name in /proc/self/mountinfo: the data dir, the sandbox folders
+    # (passwd, kernel.json), the server's source (kernel_main.py), and the venv itself.
+    named = [str(ci.root), str(ci.ci.config.work_root), str(Path(assistantd.__file__).parent)]
+    if sys.prefix != sys.base_prefix:
+        named.append(sys.prefix)
+    masked = ("kallsyms", "modules", "keys", "timer_list", "cmdline", "iomem", "sched_debug")
+    code = ERRORS_AS_NAMES + (
+        "import os, sys\n"
+        "mountinfo = open('/proc/self/mountinfo').read()\n"
+        f"proc = {{n: attempt(lambda n=n: open(f'/proc/{{n}}', 'rb').read(64)) for n in {masked!r}"
+        " if os.path.exists(f'/proc/{n}')}\n"
+        f"print([[n for n in {named!r} if n in mountinfo], sys.prefix, sorted(os.listdir(sys.prefix)),"
+        f" os.path.exists({sys.prefix!r}), proc])"
+    )
+    seen, prefix, listing, host_venv_seen, proc = probe(ci, "a:paths", code)  # type: ignore[misc]
+    assert seen == []
+    if sys.prefix != sys.base_prefix:  # the server runs from a venv: the kernel sees only its packages
+        assert (prefix, listing, host_venv_seen) == ("/opt/venv", ["bin", "lib", "pyvenv.cfg"], False)
+    assert "kallsyms" in proc and set(proc.values()) <= {"EACCES", "ENOENT"}, proc
+
+
 def test_host_processes_are_invisible(ci: Harness) -> None:
     code = ERRORS_AS_NAMES + (
         "import os\n"
@@ -150,6 +233,7 @@ def test_host_processes_are_invisible(ci: Harness) -> None:
 def test_nothing_outside_mnt_data_is_writable(ci: Harness) -> None:
     marker = f"assistantd-escape-{secrets.token_hex(4)}"
     targets = ["/", "/usr", "/usr/local/bin", "/etc", "/opt/assistantd", "/root", "/mnt", sys.prefix, sys.base_prefix]
+    targets += ["/opt/venv", "/opt/venv/lib"]
     code = ERRORS_AS_NAMES + (
         "import os\n"
         "def write(d):\n"
@@ -162,7 +246,7 @@ def test_nothing_outside_mnt_data_is_writable(ci: Harness) -> None:
     )
     results = probe(ci, "a:writer", code)
     assert isinstance(results, list) and len(results) == len(targets) + 2
-    assert all(r in {"EROFS", "EACCES"} for r in results), results
+    assert all(r in {"EROFS", "EACCES", "ENOENT"} for r in results), results  # ENOENT: the venv's host path
     for d in [*targets, "/tmp"]:
         assert not (Path(d) / marker).exists()  # nothing reached the host, not even the sandbox's /tmp
 
@@ -252,13 +336,53 @@ def test_memory_bomb_is_contained(ci: Harness) -> None:
     assert result.error == "crashed"
     assert "out of memory (the limit is 512 MB)" in result.logs
     code = ERRORS_AS_NAMES + (
-        "def fill():\n"  # files under the file size limit, together past the 64 MB of /tmp
+        "def fill():\n"  # files under the file size limit, together past the 64 MB disk
         "    for i in range(40):\n"
         "        with open(f'/tmp/fill{i}', 'wb') as fh:\n"
         "            fh.write(b'0' * (4 << 20))\n"
         "print([attempt(fill)])"
     )
-    assert probe(ci, "a:memory", code) == ["ENOSPC"]  # the private /tmp is size-capped too
+    filled = ci.ok("a:memory", code)
+    assert filled.splitlines()[0] == "['ENOSPC']"  # /tmp is size-capped too (it shares the session's disk)
+    assert_healthy(ci)
+
+
+def _disk_usage(root: Path) -> int:
+    """Bytes really allocated under ``root`` (sparse holes not counted), not following links, leaving out
+    the server's read-only view of its venv (host.py mounts it there)."""
+    total = 0
+    for _dirpath, dirs, names, dfd in os.fwalk(root, follow_symlinks=False):
+        if "venv-site" in dirs:
+            dirs.remove("venv-site")
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(name, dir_fd=dfd, follow_symlinks=False).st_blocks * 512
+    return total
+
+
+def test_disk_quota_covers_mnt_data_and_tmp_hidden_files_included(ci: Harness) -> None:
+    quota = ci.ci.config.disk_mb << 20
+    code = ERRORS_AS_NAMES + (
+        "def fill(d):\n"  # hidden files, each under the file size limit, together far past the quota
+        "    for i in range(100):\n"
+        "        with open(f'{d}/.hidden-{i}', 'wb') as fh:\n"
+        "            fh.write(b'0' * (4 << 20))\n"
+        "print([attempt(lambda: fill('/mnt/data')), attempt(lambda: fill('/tmp'))])"
+    )
+    result = ci.execute("a:disk", code)
+    assert result.logs.splitlines()[0] == "['ENOSPC', 'ENOSPC']"
+    assert "[/mnt/data and /tmp are full: together they hold 64 MB" in result.logs
+    sandbox = ci.ci._sessions["a:disk"].sandbox
+    assert sandbox is not None
+    assert _disk_usage(sandbox.dir) <= quota + (1 << 20)  # what the host holds for the session
+    # Uncaught, the error and the note reach the tool output; deleting files makes room again.
+    full = ci.execute("a:disk", "open('/mnt/data/one-more.bin', 'wb').write(b'1' * (4 << 20))")
+    assert full.error is not None and full.error.startswith("OSError: [Errno 28] No space left on device")
+    assert "Delete files to make room.]" in full.logs
+    freed = (
+        "import glob, os\nfor p in glob.glob('/mnt/data/.hidden-*') + glob.glob('/tmp/.hidden-*'):\n    os.remove(p)"
+    )
+    ci.ok("a:disk", freed + "\nopen('/mnt/data/fits.bin', 'wb').write(b'1' * (4 << 20))")
     assert_healthy(ci)
 
 
@@ -353,14 +477,14 @@ def test_the_sandbox_dies_with_the_server(tmp_path: Path) -> None:
     script = (
         "import asyncio, os, sys\n"
         "sys.path[:0] = [sys.argv[2]]\n"
-        "from code_interpreter_support import config\n"
+        "from code_interpreter_support import MemorySaver, config\n"
         "from assistantd.tools.code_interpreter import CodeInterpreter\n"
         "from pathlib import Path\n"
         "async def main():\n"
         "    ci = CodeInterpreter(config(Path(sys.argv[1]), pool_size=0))\n"
         "    await ci.start()\n"
         '    code = \'import os, subprocess; subprocess.Popen(["sleep", "600"]); print(os.getuid())\'\n'
-        "    r = await ci.execute('k', code)\n"
+        "    r = await ci.execute('k', code, save=MemorySaver())\n"
         "    print(r.logs.strip(), flush=True)\n"
         "    os.kill(os.getpid(), 9)\n"
         "asyncio.run(main())\n"
@@ -385,6 +509,17 @@ def test_the_sandbox_dies_with_the_server(tmp_path: Path) -> None:
             assert select.select([fd], [], [], 30)[0] == [fd], f"sandboxed process {pid} survived its server"
         finally:
             os.close(fd)
+    # Its sandboxes' disks (tmpfs mounts) outlive it; the next server on the same folder sweeps them.
+    assert _mounts_under(tmp_path) != []
+    gen = harness(tmp_path, pool_size=0)
+    next(gen)
+    gen.close()
+    assert _mounts_under(tmp_path) == []
+
+
+def _mounts_under(root: Path) -> list[str]:
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return [p for p in points if p.startswith(str(root))]
 
 
 # --- the kernel protocol as a way in ---------------------------------------------------------------
@@ -400,7 +535,7 @@ def send(kind, content, parent=parent):
 def test_forged_kernel_messages_do_not_confuse_the_server(ci: Harness) -> None:
     # The sandboxed code holds the kernel's signing key, so it can send any message it likes.
     code = FORGE + (
-        "send('stream', b'[\"not\", \"a\", \"dict\"]')\n"  # bytes: sent as given, past the Session's checks
+        'send(\'stream\', b\'["not", "a", "dict"]\')\n'  # bytes: sent as given, past the Session's checks
         "send('display_data', {'data': {'image/png': '!!! not base64 !!!'}})\n"
         "send('display_data', {'data': ['nope']})\n"
         "send('stream', b'not json at all')\n"
@@ -424,3 +559,122 @@ def test_output_sent_around_the_kernel_cap_is_cut_off(ci: Harness) -> None:
     assert "bytes of output]" in result.logs
     assert len(result.logs.encode()) < ci.ci.config.max_output_bytes + 500
     assert ci.ok("a:flood", "print('fresh')") == "fresh\n"
+
+
+# --- outputs as a way to exhaust the server --------------------------------------------------------
+
+
+SHOW_PNG = (
+    "import base64, os\n"
+    "from IPython.display import publish_display_data\n"
+    "def show(body):\n"  # a fake PNG: the signature, then anything
+    "    publish_display_data({'image/png': base64.b64encode(b'\\x89PNG\\r\\n\\x1a\\n' + body).decode()})\n"
+)
+
+
+class _RssPeak:
+    """The peak resident size of this process (where the interpreter runs) while in the block, sampled by
+    a thread; the interpreter's event loop runs on another thread, so sampling never waits for it."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._done = threading.Event()
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> _RssPeak:
+        self.base = self.now()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, self.now())
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+class _DiskSaver:
+    """Saves like the blob store: chunk by chunk to a file, never the whole thing in memory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.sizes: dict[str, int] = {}
+
+    async def __call__(self, name: str, chunks: Any) -> str:
+        file_id = f"out-{len(self.sizes)}"
+        size = 0
+        with open(self.folder / file_id, "wb") as fh:  # noqa: ASYNC230 - local disk, as LocalBlobStore's thread does
+            async for chunk in chunks:
+                fh.write(chunk)
+                size += len(chunk)
+        self.sizes[file_id] = size
+        return file_id
+
+
+def test_twenty_huge_images_do_not_grow_the_server(tmp_path: Path) -> None:
+    # CPU for the cell's own work (20 x 23 MB of random bytes, base64-encoded) on a loaded 2-core machine.
+    gen = harness(tmp_path, pool_size=0, max_image_mb=24, max_saved_mb=600, cpu_seconds=60, timeout_seconds=120.0)
+    h = next(gen)
+    try:
+        saver = _DiskSaver(tmp_path)
+        code = (
+            "import base64, os\n"
+            "from IPython.display import publish_display_data\n"
+            "for i in range(20):\n"  # fake PNGs of 23 MB (random, so nothing compresses them on the way)
+            "    png = b'\\x89PNG\\r\\n\\x1a\\n' + os.urandom(23 << 20)\n"
+            "    publish_display_data({'image/png': base64.b64encode(png).decode()})\n"
+            "    del png\n"
+            "print('shown')"
+        )
+        h.ok("a:pngs", "print('warm')", save=saver)
+        with _RssPeak() as rss:
+            result = h.execute("a:pngs", code, save=saver)
+        assert result.error is None, result.logs
+        assert len(result.images) == 20 and all(saver.sizes[i] == (23 << 20) + 8 for i in result.images)
+        # Each image goes to the saver as it arrives; before, all 20 (460 MB decoded, 620 MB as base64) were
+        # held until the end. What remains is the images in flight (libzmq reads ahead while one is saved)
+        # and allocator slack: 150-185 MB measured.
+        assert rss.peak - rss.base < 250 << 20, f"grew by {(rss.peak - rss.base) >> 20} MB"
+    finally:
+        gen.close()
+
+
+def test_output_bytes_per_execution_are_capped_and_sparse_files_never_become_host_copies(tmp_path: Path) -> None:
+    gen = harness(tmp_path, pool_size=0, max_file_mb=256, max_saved_mb=100, max_image_mb=21)
+    h = next(gen)
+    try:
+        saver = _DiskSaver(tmp_path)
+        code = (
+            "with open('/mnt/data/sparse.bin', 'wb') as fh:\n"  # 200 MB that take no room on the disk
+            "    fh.truncate(200 << 20)\n"
+            "open('/mnt/data/small.txt', 'w').write('kept')\n"
+        )
+        result = h.execute("a:sparse", code, save=saver)
+        assert result.error is None, result.logs
+        assert [f.name for f in result.files] == ["small.txt"]
+        assert "/mnt/data/sparse.bin was not saved: its 200.0 MB are more than the 100.0 MB left" in result.logs
+        sandbox = h.ci._sessions["a:sparse"].sandbox
+        assert sandbox is not None
+        # Nothing on the host grew: no copy of it anywhere under the instance folder or the saver's.
+        assert _disk_usage(h.ci.config.work_root) < 1 << 20
+        assert sum(saver.sizes.values()) == 4
+        # Images count against the same budget as files.
+        images = h.execute(
+            "a:sparse",
+            SHOW_PNG + "for i in range(6):\n    show(os.urandom(20 << 20))",
+            save=saver,
+        )
+        assert len(images.images) == 4 and images.logs.count("an image was not saved") == 2
+        # Past the per-image cap, an image is dropped with a note, before it is even decoded.
+        big = h.execute("a:sparse", SHOW_PNG + "show(bytes(22 << 20))", save=saver)
+        assert big.images == [] and "[an image of 22.0 MB was not kept: images are limited to 21 MB]" in big.logs
+    finally:
+        gen.close()

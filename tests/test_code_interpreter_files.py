@@ -8,15 +8,17 @@ tests pin each case down directly.)
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from assistantd.tools.code_interpreter import files as fs
 from assistantd.tools.code_interpreter import seccomp
-
-MB = 1 << 20
+from assistantd.tools.code_interpreter.uids import UidPool
 
 
 @pytest.mark.parametrize(
@@ -60,8 +62,8 @@ def test_changed_lists_new_and_modified_files(tmp_path: Path) -> None:
     assert fs.changed(before, fs.scan(tmp_path, 100)) == ["edited", "new"]
 
 
-def test_copy_out_copies_regular_files_and_nothing_else(tmp_path: Path) -> None:
-    root, out = tmp_path / "data", tmp_path / "out"
+def test_open_regular_opens_regular_files_and_nothing_else(tmp_path: Path) -> None:
+    root = tmp_path / "data"
     (root / "d").mkdir(parents=True)
     (root / "d" / "ok.txt").write_text("fine")
     secret = tmp_path / "secret.txt"
@@ -70,19 +72,14 @@ def test_copy_out_copies_regular_files_and_nothing_else(tmp_path: Path) -> None:
     (root / "dir-link").symlink_to(tmp_path)  # reach secret.txt through a linked folder
     os.mkfifo(root / "fifo.csv")  # opening this for reading would block forever
 
-    assert fs.copy_out(root, "d/ok.txt", out / "d/ok.txt", max_bytes=MB)
-    assert (out / "d/ok.txt").read_text() == "fine"
-    assert not fs.copy_out(root, "leaf-link.txt", out / "x", max_bytes=MB)
-    assert not fs.copy_out(root, "dir-link/secret.txt", out / "y", max_bytes=MB)
-    assert not fs.copy_out(root, "fifo.csv", out / "z", max_bytes=MB)
-    assert not fs.copy_out(root, "../secret.txt", out / "w", max_bytes=MB)
-    assert not any((out / n).exists() for n in "xyzw")
-
-
-def test_copy_out_refuses_files_over_the_limit(tmp_path: Path) -> None:
-    (tmp_path / "big").write_bytes(b"0" * 2048)
-    assert not fs.copy_out(tmp_path, "big", tmp_path / "copy", max_bytes=1024)
-    assert fs.copy_out(tmp_path, "big", tmp_path / "copy", max_bytes=4096)
+    fd = fs.open_regular(root, "d/ok.txt")
+    assert fd is not None
+    try:
+        assert os.read(fd, 100) == b"fine"
+    finally:
+        os.close(fd)
+    for name in ("leaf-link.txt", "dir-link/secret.txt", "fifo.csv", "../secret.txt", "d", "missing"):
+        assert fs.open_regular(root, name) is None, name
 
 
 def test_copy_in_replaces_a_planted_symlink_instead_of_writing_through_it(tmp_path: Path) -> None:
@@ -119,8 +116,19 @@ def test_adopt_moves_and_chowns_without_following_links(tmp_path: Path) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("o")
     (old / "link").symlink_to(outside)
+    with open(old / "sparse.bin", "wb") as fh:
+        fh.seek(200 << 20)
+        fh.write(b"end")
+    os.mkfifo(old / "pipe")
     fs.adopt(old, new, uid=201_234)
-    assert list(old.iterdir()) == []
+    assert sorted(p.name for p in new.iterdir()) == ["link", "sparse.bin", "sub"]  # no FIFO
+    assert (new / "sub" / "f.txt").read_text() == "f"
+    assert os.readlink(new / "link") == str(outside)
+    sparse = (new / "sparse.bin").stat()
+    assert sparse.st_size == (200 << 20) + 3 and sparse.st_blocks * 512 < 1 << 20  # holes stayed holes
+    with open(new / "sparse.bin", "rb") as fh:
+        fh.seek(200 << 20)
+        assert fh.read() == b"end"
     assert (new / "sub" / "f.txt").stat().st_uid == 201_234
     assert (new / "sub").stat().st_uid == 201_234
     assert (new / "link").lstat().st_uid == 201_234
@@ -137,3 +145,25 @@ def test_seccomp_program_is_well_formed(machine: str) -> None:
             assert index + 1 + max(jt, jf) < len(insns)
     # Every path ends in a return; the last instruction kills (foreign architectures jump there).
     assert insns[-1] == (0x06, 0, 0, 0x80000000)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running a process as another uid needs root")
+def test_a_uid_still_running_a_process_is_not_leased_even_if_unlocked(tmp_path: Path) -> None:
+    # A sandbox left behind by a server that died without taking it along holds no lock, but its uid
+    # must not go to a new sandbox (it would share the process limit and own the new files' peers).
+    base = 230_000 + os.getpid() % 10_000
+    leftover = subprocess.Popen(
+        [shutil.which("setpriv") or "setpriv", f"--reuid={base}", f"--regid={base}", "--clear-groups", "sleep", "60"]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{leftover.pid}").st_uid != base:  # setpriv switches right after it starts
+            assert time.monotonic() < deadline, "setpriv never switched uid"
+        pool = UidPool(base, 2, lock_dir=tmp_path)
+        lease = pool.acquire()
+        assert lease.uid == base + 1
+        UidPool.release(lease)
+    finally:
+        leftover.kill()
+        leftover.wait()
+    assert UidPool(base, 2, lock_dir=tmp_path).acquire().uid == base

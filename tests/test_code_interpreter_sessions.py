@@ -8,15 +8,17 @@ a host without a sandbox.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from code_interpreter_support import Harness, LoopThread, config, harness, host_pids_of_uid
+from code_interpreter_support import Harness, LoopThread, MemorySaver, config, harness, host_pids_of_uid
 
 from assistantd.settings import load_settings
 from assistantd.tools.code_interpreter import (
@@ -25,6 +27,7 @@ from assistantd.tools.code_interpreter import (
     SandboxUnavailable,
     sandbox_config_from_settings,
 )
+from assistantd.tools.code_interpreter.interpreter import MemoryBudgetExhausted
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -79,12 +82,12 @@ def test_files_in_and_out(ci: Harness, tmp_path: Path) -> None:
     assert result.logs == "20\n"
     # The input file is not an output; the new file is, and its copy can be read after execute() returns.
     assert [f.name for f in result.files] == ["out/warm.csv"]
-    assert result.files[0].path.read_text() == "city,temp\nrome,17\n"
+    assert ci.saver.saved[result.files[0].file_id] == ("warm.csv", b"city,temp\nrome,17\n")
 
     # Seen already: not copied again, so the code's change to it survives; a change makes it an output.
     result = ci.execute("s:files", "open('weather.csv', 'a').write('lima,20\\n')", files=(csv,))
     assert [f.name for f in result.files] == ["weather.csv"]
-    assert result.files[0].path.read_text().endswith("lima,20\n")
+    assert ci.saved(result.files[0].file_id).endswith(b"lima,20\n")
     assert source.read_text() == "city,temp\noslo,3\nrome,17\n"  # the host's copy is never touched
 
     # Nothing changed: nothing reported.
@@ -110,12 +113,12 @@ def test_a_matplotlib_figure_becomes_a_png_image(ci: Harness) -> None:
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')\nplt.savefig('chart.png')\nplt.show()"
     result = ci.execute("s:plot", code)
     assert result.error is None, result.logs
-    assert len(result.images) == 1 and result.images[0].startswith(PNG)
+    assert len(result.images) == 1 and ci.saved(result.images[0]).startswith(PNG)
     assert [f.name for f in result.files] == ["chart.png"]
-    assert result.files[0].path.read_bytes().startswith(PNG)
+    assert ci.saved(result.files[0].file_id).startswith(PNG)
     # A figure left open at the end of a cell is shown too (the inline backend), once.
     result = ci.execute("s:plot", "plt.figure(); plt.bar([1, 2], [3, 4])")
-    assert len(result.images) == 1 and result.images[0].startswith(PNG)
+    assert len(result.images) == 1 and ci.saved(result.images[0]).startswith(PNG)
 
 
 def test_a_code_error_is_reported_and_the_session_goes_on(ci: Harness) -> None:
@@ -250,9 +253,11 @@ def test_the_pool_hands_out_warm_sandboxes_and_refills(ci: Harness) -> None:
 def test_concurrent_executions(ci: Harness) -> None:
     async def both() -> list:
         return await asyncio.gather(
-            ci.ci.execute("s:par-a", "a = 'A'; print(a)"),
-            ci.ci.execute("s:par-b", "b = 'B'; print(b)"),
-            ci.ci.execute("s:par-a", "print(a * 2)"),  # same session: runs after the first, sees its state
+            ci.ci.execute("s:par-a", "a = 'A'; print(a)", save=ci.saver),
+            ci.ci.execute("s:par-b", "b = 'B'; print(b)", save=ci.saver),
+            ci.ci.execute(
+                "s:par-a", "print(a * 2)", save=ci.saver
+            ),  # same session: runs after the first, sees its state
         )
 
     first, second, third = ci.run(both())
@@ -295,7 +300,7 @@ def test_no_sandbox_means_a_clear_error_not_unsandboxed_code(tmp_path: Path) -> 
         assert not ci.available
         assert ci.unavailable_reason is not None and "bubblewrap" in ci.unavailable_reason
         with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
-            loop.run(ci.execute("s:x", "print(1)"))
+            loop.run(ci.execute("s:x", "print(1)", save=MemorySaver()))
     finally:
         loop.run(ci.stop())
         loop.close()
@@ -309,7 +314,8 @@ def test_unsandboxed_only_when_asked_and_loudly(tmp_path: Path, caplog: pytest.L
             loop.run(ci.start())
         assert ci.available and not ci.sandboxed
         assert any("WITHOUT A SANDBOX" in r.getMessage() for r in caplog.records)
-        result = loop.run(ci.execute("s:x", "import os\nopen('o.txt', 'w').write('x')\nprint(6 * 7)"))
+        code = "import os\nopen('o.txt', 'w').write('x')\nprint(6 * 7)"
+        result = loop.run(ci.execute("s:x", code, save=MemorySaver()))
         assert (result.logs, [f.name for f in result.files]) == ("42\n", ["o.txt"])
     finally:
         loop.run(ci.stop())
@@ -323,6 +329,11 @@ def test_sandbox_config_from_settings(tmp_path: Path) -> None:
             "ASSISTANTD_CODE_INTERPRETER_POOL_SIZE": "5",
             "ASSISTANTD_CODE_INTERPRETER_TIMEOUT": "12.5",
             "ASSISTANTD_CODE_INTERPRETER_ALLOW_UNSANDBOXED": "false",
+            "ASSISTANTD_CODE_INTERPRETER_DISK_MB": "300",
+            "ASSISTANTD_CODE_INTERPRETER_MAX_IMAGE_MB": "4",
+            "ASSISTANTD_CODE_INTERPRETER_MAX_OUTPUT_MB": "40",
+            "ASSISTANTD_CODE_INTERPRETER_MEMORY_BUDGET_MB": "8192",
+            "ASSISTANTD_CODE_INTERPRETER_MEMORY_WAIT_SECONDS": "7.5",
         }
     )
     cfg = sandbox_config_from_settings(settings)
@@ -330,3 +341,42 @@ def test_sandbox_config_from_settings(tmp_path: Path) -> None:
     assert (tmp_path / "data").resolve() in cfg.protect
     assert (cfg.pool_size, cfg.timeout_seconds, cfg.idle_seconds, cfg.allow_unsandboxed) == (5, 12.5, 3600.0, False)
     assert (cfg.memory_mb, cfg.max_output_bytes, cfg.python) == (1024, 32768, "")
+    assert (cfg.disk_mb, cfg.max_image_mb, cfg.max_saved_mb) == (300, 4, 40)
+    assert (cfg.memory_budget_mb, cfg.memory_wait_seconds) == (8192, 7.5)
+
+
+def test_a_global_memory_budget_bounds_all_sessions_together(tmp_path: Path) -> None:
+    # Room for two sandboxes of 512 MB: a third session first closes the least recently used idle one,
+    # waits while every session is busy, and says so clearly once its wait is over.
+    gen = harness(tmp_path, pool_size=1, memory_budget_mb=1024, memory_wait_seconds=2.0)
+    h = next(gen)
+    try:
+        budget = h.ci._host.budget
+        h.run(h.ci.wait_for_pool())
+        h.ok("s:m1", "v = 1")
+        h.run(h.ci.wait_for_pool())  # refilled: 2 x 512 MB reserved
+        h.ok("s:m2", "v = 2")
+        assert (budget.used_mb, h.ci.pool_ready) == (1024, 0)  # no room left to refill the pool
+        assert h.ok("s:m3", "v = 3\nprint(v)") == "3\n"  # s:m1, idle the longest, was closed for it
+        assert h.ci.session_count == 2 and budget.used_mb == 1024
+        assert h.execute("s:m1", "v").error == "NameError: name 'v' is not defined"  # and s:m2 made room
+
+        async def busy_then_new() -> list[Any]:
+            slow = [h.ci.execute(k, "import time; time.sleep(6)", save=h.saver) for k in ("s:m1", "s:m3")]
+            return await asyncio.gather(*slow, h.ci.execute("s:m4", "print(4)", save=h.saver), return_exceptions=True)
+
+        _, _, refused = h.run(busy_then_new())
+        assert isinstance(refused, MemoryBudgetExhausted)
+        assert "memory budget (1024 MB for all sessions together, 512 MB each)" in str(refused)
+        assert "try again shortly" in str(refused)
+
+        async def waits_for_a_session_to_finish() -> list[Any]:
+            short = h.ci.execute("s:m1", "import time; time.sleep(1)", save=h.saver)
+            long = h.ci.execute("s:m3", "import time; time.sleep(8)", save=h.saver)
+            return await asyncio.gather(short, long, h.ci.execute("s:m5", "print(5)", save=h.saver))
+
+        h.ci.config = dataclasses.replace(h.ci.config, memory_wait_seconds=30.0)
+        _, _, waited = h.run(waits_for_a_session_to_finish())
+        assert waited.logs == "5\n" and budget.used_mb <= 1024
+    finally:
+        gen.close()

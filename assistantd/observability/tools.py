@@ -13,7 +13,7 @@ from typing import Any
 
 from assistantd.observability import metrics, tracing
 from assistantd.tools.base import BuiltinTool, ToolContext, ToolOutcome
-from assistantd.tools.code_interpreter.interpreter import CodeInterpreter, Execution, InputFile
+from assistantd.tools.code_interpreter.interpreter import CodeInterpreter, Execution, InputFile, Saver
 
 
 class ObservedTool(BuiltinTool):
@@ -64,10 +64,11 @@ class ObservedCodeInterpreter(CodeInterpreter):
         session_key: str,
         code: str,
         *,
+        save: Saver,
         files: Sequence[InputFile] = (),
         timeout: float | None = None,  # noqa: ASYNC109 - passed through
     ) -> Execution:
-        result = await super().execute(session_key, code, files=files, timeout=timeout)
+        result = await super().execute(session_key, code, save=save, files=files, timeout=timeout)
         if result.error is None:
             outcome = "ok"
         elif result.error == "crashed" and "ran out of memory" in result.logs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from assistantd.errors import InvalidRequest, NotFound
@@ -18,9 +19,15 @@ KIND = "thread"
 
 
 class ThreadService:
-    def __init__(self, db: Database, attach: messages.AttachToThread | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        attach: messages.AttachToThread | None = None,
+        closed: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
         self.db = db
         self.attach = attach
+        self.closed = closed  # (project, thread_id) -> ends what lives outside the database (the code session)
 
     async def create(self, project: str, req: CreateThread) -> dict[str, Any]:
         created_at = now()
@@ -87,4 +94,6 @@ class ThreadService:
             run_rows.delete_for_thread(conn, project, thread_id)
 
         await self.db.write(tx)
+        if self.closed is not None:
+            await self.closed(project, thread_id)
         return {"id": thread_id, "object": "thread.deleted", "deleted": True}

@@ -19,9 +19,13 @@ from assistantd.store.blobs import BlobMissing, BlobStore
 _CHUNK = 1024 * 1024
 
 
-async def _chunks_of(source: bytes | Path) -> AsyncIterator[bytes]:
+async def _chunks_of(source: bytes | Path | AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     if isinstance(source, bytes):
         yield source
+        return
+    if not isinstance(source, Path):
+        async for chunk in source:
+            yield chunk
         return
     async with await anyio.open_file(source, "rb") as fh:
         while chunk := await fh.read(_CHUNK):
@@ -29,7 +33,13 @@ async def _chunks_of(source: bytes | Path) -> AsyncIterator[bytes]:
 
 
 async def store_output(
-    db: Database, blobs: BlobStore, project: str, filename: str, source: bytes | Path, *, max_bytes: int
+    db: Database,
+    blobs: BlobStore,
+    project: str,
+    filename: str,
+    source: bytes | Path | AsyncIterator[bytes],
+    *,
+    max_bytes: int,
 ) -> dict[str, Any]:
     """Save bytes a tool produced as a File with purpose ``assistants_output``."""
     file_id = new_id("file")

@@ -252,3 +252,33 @@ def test_seed_000_math_tutor_streams_its_code_and_the_sandbox_output(
     assert capsys.readouterr().out == (
         f"\nassistant > code_interpreter\n\n{code}\n\noutput >\n\n[1/4]\n\n\nassistant > {answer}"
     )
+
+
+def test_deleting_a_thread_ends_its_session_and_files_at_once(
+    runs_server: RemoteServer, upstream: ScriptedUpstream
+) -> None:
+    from code_interpreter_support import host_pids_of_uid
+
+    model = new_model()
+    marker = f"deleted-with-thread-{new_model()}.txt"
+    upstream.script(
+        model,
+        _code_call(
+            f"import os, subprocess\nopen('/mnt/data/{marker}', 'w').write('x')\n"
+            "subprocess.Popen(['sleep', '600'])\nprint(os.getuid())"
+        ),
+        {"text": "ok"},
+    )
+    client = _client(runs_server)
+    assistant = client.beta.assistants.create(model=model, tools=[{"type": "code_interpreter"}])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "go"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=100)
+    assert run.status == "completed", run.last_error
+    step = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data[0]
+    uid = int(step.step_details.tool_calls[0].code_interpreter.outputs[0].logs.strip())  # type: ignore[union-attr]
+    assert host_pids_of_uid(uid) != []
+    assert list(runs_server.data_dir.rglob(marker)) != []
+    assert client.beta.threads.delete(thread.id).deleted
+    # Once the delete has answered: no process of the session is left, and its files are gone.
+    assert host_pids_of_uid(uid) == []
+    assert list(runs_server.data_dir.rglob(marker)) == []

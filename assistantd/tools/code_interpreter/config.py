@@ -22,7 +22,13 @@ class SandboxConfig:
     memory_mb: int = 1024  # per sandbox, everything in it (cgroup memory limit, else RLIMIT_AS)
     max_processes: int = 128  # processes *and threads* per sandbox (RLIMIT_NPROC and pids.max)
     max_file_mb: int = 256  # largest file the code may write (RLIMIT_FSIZE)
+    # /mnt/data and /tmp together, hidden files included: a tmpfs of this size per sandbox (mounts.py)
+    disk_mb: int = 512
     max_output_bytes: int = 32768  # logs returned per execution; the rest is dropped with a note
+    max_image_mb: int = 16  # largest image kept per execution
+    max_saved_mb: int = 256  # images and files saved per execution, together
+    memory_budget_mb: int = 0  # memory all sandboxes together may reserve (memory_mb each); 0: unbounded
+    memory_wait_seconds: float = 30.0  # how long a new session waits for that budget
     max_sessions: int = 64  # live sessions; past this the least recently used idle one is closed
     allow_unsandboxed: bool = False  # run code WITHOUT isolation when no sandbox is available
     python: str = ""  # the Python the kernel runs (needs ipykernel); empty: the server's own
@@ -31,7 +37,7 @@ class SandboxConfig:
     protect: tuple[Path, ...] = ()
     # Below: not settings, for tests and unusual hosts.
     preload: tuple[str, ...] = ("numpy", "pandas", "matplotlib.pyplot")  # imported in pooled kernels
-    tmp_mb: int = 256  # the sandbox's private /tmp (tmpfs, charged to its memory limit)
+    tmp_mb: int = 256  # the sandbox's /dev/shm (tmpfs, charged to its memory limit)
     uid_base: int = 200_000
     uid_count: int = 50_000
     bwrap: str = "bwrap"
@@ -55,7 +61,12 @@ def sandbox_config_from_settings(settings: Settings) -> SandboxConfig:
         memory_mb=settings.code_interpreter_memory_mb,
         max_processes=settings.code_interpreter_max_processes,
         max_file_mb=settings.code_interpreter_max_file_mb,
+        disk_mb=settings.code_interpreter_disk_mb,
         max_output_bytes=settings.code_interpreter_max_output_bytes,
+        max_image_mb=settings.code_interpreter_max_image_mb,
+        max_saved_mb=settings.code_interpreter_max_output_mb,
+        memory_budget_mb=settings.code_interpreter_memory_budget_mb,
+        memory_wait_seconds=settings.code_interpreter_memory_wait_seconds,
         max_sessions=settings.code_interpreter_max_sessions,
         allow_unsandboxed=settings.code_interpreter_allow_unsandboxed,
         python=settings.code_interpreter_python,

@@ -85,11 +85,12 @@ def changed(before: dict[str, FileState], after: dict[str, FileState]) -> list[s
     return sorted(name for name, state in after.items() if before.get(name) != state)
 
 
-def copy_out(root: Path, relpath: str, dest: Path, max_bytes: int) -> bool:
-    """Copy the regular file ``root/relpath`` to ``dest``; False if it is not a regular file any more."""
+def open_regular(root: Path, relpath: str) -> int | None:
+    """A read-only fd of the regular file ``root/relpath``, or None if it is not one (a link anywhere on the
+    way, a FIFO, a device, gone). The caller closes it."""
     parts = relpath.split("/")
     if any(p in {"", ".", ".."} for p in parts):
-        return False
+        return None
     dir_fd = -1
     try:
         dir_fd = os.open(root, _DIR_FLAGS)
@@ -99,23 +100,15 @@ def copy_out(root: Path, relpath: str, dest: Path, max_bytes: int) -> bool:
             dir_fd = sub
         src = os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
     except OSError:
-        return False
+        return None
     finally:
         if dir_fd >= 0:
             os.close(dir_fd)
-    try:
-        st = os.fstat(src)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
-            return False
-        os.set_blocking(src, True)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(src, "rb", closefd=False) as fin, open(dest, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            # Another process of the sandbox may still be appending: never copy more than the limit.
-            fout.truncate(min(fout.tell(), max_bytes))
-        return True
-    finally:
+    if not stat.S_ISREG(os.fstat(src).st_mode):
         os.close(src)
+        return None
+    os.set_blocking(src, True)
+    return src
 
 
 def copy_in(root: Path, name: str, source: Path, uid: int) -> None:
@@ -159,19 +152,77 @@ def exists(root: Path, name: str) -> bool:
 def adopt(old_root: Path, new_root: Path, uid: int) -> None:
     """Move everything from a dead sandbox's folder into a new one and give it to the new uid.
 
-    Called before any code runs in the new sandbox and after every process of the old one is gone, so
-    nothing races with the walk; the walk still never follows links.
+    Each sandbox has a disk of its own (mounts.py), so "move" is a copy: regular files by their data
+    (holes stay holes, so a sparse file costs the new disk what it cost the old one), folders, and
+    symlinks recreated as links (never followed); FIFOs and devices stay behind. What does not fit is
+    dropped. Called before any code runs in the new sandbox and after every process of the old one is
+    gone, so nothing races with the walk.
     """
     old_fd = os.open(old_root, _DIR_FLAGS)
     new_fd = os.open(new_root, _DIR_FLAGS)
     try:
-        for name in os.listdir(old_fd):
-            with contextlib.suppress(OSError):
-                os.rename(name, name, src_dir_fd=old_fd, dst_dir_fd=new_fd)
-        for _dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=new_fd, follow_symlinks=False):
-            for name in dirnames + filenames:
-                with contextlib.suppress(OSError):
-                    os.chown(name, uid, uid, dir_fd=dfd, follow_symlinks=False)
+        _copy_tree(old_fd, new_fd, uid, depth=0)
     finally:
         os.close(old_fd)
         os.close(new_fd)
+
+
+def _copy_tree(src_dir: int, dst_dir: int, uid: int, depth: int) -> None:
+    if depth > 32:
+        return
+    for name in os.listdir(src_dir):
+        with contextlib.suppress(OSError):
+            st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(name, 0o755, dir_fd=dst_dir)
+                os.chown(name, uid, uid, dir_fd=dst_dir, follow_symlinks=False)
+                sub_src = os.open(name, _DIR_FLAGS, dir_fd=src_dir)
+                try:
+                    sub_dst = os.open(name, _DIR_FLAGS, dir_fd=dst_dir)
+                    try:
+                        _copy_tree(sub_src, sub_dst, uid, depth + 1)
+                    finally:
+                        os.close(sub_dst)
+                finally:
+                    os.close(sub_src)
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
+                os.chown(name, uid, uid, dir_fd=dst_dir, follow_symlinks=False)
+            elif stat.S_ISREG(st.st_mode):
+                src = os.open(name, _READ_FLAGS, dir_fd=src_dir)
+                try:
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                    dst = os.open(name, flags, stat.S_IMODE(st.st_mode) & 0o777, dir_fd=dst_dir)
+                    try:
+                        os.fchown(dst, uid, uid)
+                        copy_sparse(src, dst, st.st_size)
+                    finally:
+                        os.close(dst)
+                finally:
+                    os.close(src)
+
+
+def copy_sparse(src: int, dst: int, size: int) -> None:
+    """Copy ``size`` bytes of file ``src`` to ``dst`` by their data segments: holes are skipped, not written."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                break
+            raise
+        end = min(os.lseek(src, start, os.SEEK_HOLE), size)
+        os.lseek(src, start, os.SEEK_SET)
+        os.lseek(dst, start, os.SEEK_SET)
+        while start < end:
+            chunk = os.read(src, min(1 << 20, end - start))
+            if not chunk:
+                end = start
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view) :]
+            start += len(chunk)
+        offset = end if end > offset else size
+    os.ftruncate(dst, size)

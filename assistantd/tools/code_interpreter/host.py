@@ -11,9 +11,11 @@ The command, outermost first (every piece is there for a reason given next to it
     bwrap --unshare-pid --unshare-net --unshare-ipc --unshare-uts --unshare-cgroup-try
           --die-with-parent --new-session --hostname sandbox
           --ro-bind /usr /usr  (+ /bin /lib /lib64 /sbin as on the host)  --ro-bind-try /etc/<a few files>
-          --ro-bind <python prefixes>  --ro-bind kernel_main.py, kernel.json, passwd, group
-          --proc /proc --dev /dev --tmpfs /tmp --tmpfs /dev/shm (size-capped)
-          --bind <session folder> /mnt/data --remount-ro /
+          --ro-bind <base Python prefixes>  (a venv: its site-packages at /opt/venv, see venv_view)
+          --ro-bind <disk>/meta/{kernel_main.py, kernel.json, passwd, group}  (copies on the sandbox's disk)
+          --proc /proc --ro-bind /dev/null /proc/<kallsyms, keys, ...> --dev /dev
+          --bind <disk>/tmp /tmp --tmpfs /dev/shm (size-capped)
+          --bind <disk>/data /mnt/data --remount-ro /     # <disk>: the sandbox's tmpfs, see mounts.py
           --cap-drop ALL --cap-add CAP_SETUID --cap-add CAP_SETGID --cap-add CAP_SETPCAP
           --seccomp <fd> --
     prlimit --nproc --fsize --cpu (a lifetime backstop) --nofile --core=0 [--as without a memory cgroup] --
@@ -42,8 +44,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import seccomp
+from . import mounts, seccomp
+from .budget import MemoryBudget
 from .cgroups import CgroupHost, SandboxCgroup
 from .config import SandboxConfig
 from .uids import UidPool
@@ -70,11 +74,26 @@ ETC_FILES = (
     "os-release",
     "debian_version",
 )
+# Shown inside the sandbox instead of the server's venv (see SandboxHost.venv_view).
+VENV = "/opt/venv"
+# Kernel internals /proc shows every process: symbols and addresses, modules, keys, timers, the boot line.
+PROC_MASKED = (
+    "kallsyms", "modules", "keys", "key-users", "timer_list", "sched_debug", "iomem", "ioports", "kcore",
+    "vmallocinfo", "config.gz", "cmdline", "sysrq-trigger", "kpageflags", "kpagecount", "kpagecgroup",
+    "latency_stats", "slabinfo", "pagetypeinfo", "lockdep", "softirqs",
+)  # fmt: skip
+# The sandbox's /proc is a fresh mount of the same kernel's procfs: it has what the host's has.
+_PROC_PRESENT = tuple(name for name in PROC_MASKED if os.path.exists(f"/proc/{name}"))
 PYTHON_PROBE = r"""
-import importlib.util, json, sys
+import importlib.util, json, os, site, sys
 wanted = ["numpy", "pandas", "scipy", "matplotlib", "sympy", "sklearn", "openpyxl"]
 print(json.dumps({
     "prefixes": sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}),
+    "base_prefixes": sorted({sys.base_prefix, sys.base_exec_prefix}),
+    "venv": sys.prefix != sys.base_prefix,
+    "site": site.getsitepackages(),
+    "base_executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+    "pyver": "%d.%d" % sys.version_info[:2],
     "version": sys.version.split()[0],
     "ipykernel": all(importlib.util.find_spec(m) for m in ("ipykernel", "matplotlib_inline")),
     "missing": [m for m in wanted if importlib.util.find_spec(m) is None],
@@ -98,6 +117,9 @@ class SandboxHost:
     reason: str | None = None
     python: str = ""
     python_prefixes: list[str] = field(default_factory=list)
+    # A venv's site-packages, its base Python and "X.Y": the sandbox sees that venv as VENV, with nothing
+    # of it but its packages (no scripts, no config, none of its host path in sys.prefix).
+    venv_view: tuple[str, str, str] | None = None
     missing_packages: list[str] = field(default_factory=list)
     instance_dir: Path | None = None
     uids: UidPool | None = None
@@ -108,6 +130,7 @@ class SandboxHost:
     _tools: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.budget = MemoryBudget(self.config.memory_budget_mb, self.config.memory_mb)
         # Absolute, so the sandbox's PATH can start with its folder.
         self.python = shutil.which(self.config.python) or self.config.python if self.config.python else sys.executable
         problem = self._static_problem()
@@ -157,6 +180,7 @@ class SandboxHost:
                 assert self.instance_dir is not None
                 self._seccomp_path = self.instance_dir / "seccomp.bpf"
                 self._seccomp_path.write_bytes(seccomp.build_filter())
+                self._hide_venv_path()
                 await self._probe_sandbox()
         except _Unavailable as exc:
             self._fail(str(exc))
@@ -168,6 +192,21 @@ class SandboxHost:
             )
         elif self.limit_notes:
             log.warning("code interpreter: %s", "; ".join(self.limit_notes))
+
+    def _hide_venv_path(self) -> None:
+        """Bind the venv's site-packages from an overlay view of it, so mountinfo does not name it."""
+        if self.venv_view is None or self.instance_dir is None:
+            return
+        site, base_python, pyver = self.venv_view
+        view, empty = self.instance_dir / "venv-site", self.instance_dir / "empty"
+        view.mkdir()
+        empty.mkdir()
+        try:
+            mounts.mount_readonly_view(view, Path(site), empty)
+        except OSError as exc:
+            self.limit_notes.append(f"the venv's path shows in the sandbox's mountinfo ({exc.strerror})")
+            return
+        self.venv_view = (str(view), base_python, pyver)
 
     def _fail(self, reason: str) -> None:
         if self.config.allow_unsandboxed and self.mode == "sandbox" and "ipykernel" not in reason:
@@ -192,8 +231,10 @@ class SandboxHost:
             log.warning(
                 "code interpreter: %s is missing %s (%s)", self.python, ", ".join(self.missing_packages), INSTALL_HINT
             )
-        self.python_prefixes = _mount_roots(info["prefixes"])
-        _check_no_overlap(self.python_prefixes, (self.config.work_root, *self.config.protect))
+        prefixes, self.venv_view = _python_mounts(info)
+        self.python_prefixes = _mount_roots(prefixes)
+        sites = [self.venv_view[0]] if self.venv_view else []
+        _check_no_overlap([*self.python_prefixes, *sites], (self.config.work_root, *self.config.protect))
 
     def _open_instance(self) -> None:
         """A folder for this process's sandboxes, held by a lock; folders whose holder died are removed."""
@@ -207,6 +248,7 @@ class SandboxHost:
                 continue
             fd = _try_lock(entry / ".lock")
             if fd is not None:  # nobody holds it: its server is gone
+                mounts.unmount_under(entry)  # its sandboxes' disks first, or rmtree would empty them in place
                 shutil.rmtree(entry, ignore_errors=True)
                 os.close(fd)
         name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -220,12 +262,15 @@ class SandboxHost:
         """Run the real sandbox command once with a trivial program, so a host where namespaces or the uid
         switch do not work says so at start-up instead of at the first execution."""
         assert self.instance_dir is not None and self.uids is not None
-        probe_dir = self.instance_dir / "probe"
-        (probe_dir / "data").mkdir(parents=True)
         lease = self.uids.acquire()
+        probe_dir = self.instance_dir / "probe"
         try:
-            os.chown(probe_dir / "data", lease.uid, lease.uid)
-            spec = self.launch_spec(probe_dir, lease.uid, None, command=[self.python, "-I", "-c", "import ipykernel"])
+            try:
+                self.make_sandbox_dir(probe_dir, lease.uid)
+            except OSError as exc:
+                raise _Unavailable(f"the sandbox's disk cannot be made: {exc}") from None
+            command = [self.sandbox_python, "-I", "-c", "import ipykernel"]
+            spec = self.launch_spec(probe_dir, lease.uid, None, command=command)
             proc = await asyncio.create_subprocess_exec(
                 *spec.argv,
                 env=spec.env,
@@ -240,12 +285,13 @@ class SandboxHost:
                 raise _Unavailable(f"the sandbox does not start on this host: {out.decode(errors='replace')[-400:]}")
         finally:
             UidPool.release(lease)
-            shutil.rmtree(probe_dir, ignore_errors=True)
+            self.remove_sandbox_dir(probe_dir)
 
     def close(self) -> None:
         if self.cgroups is not None:
             self.cgroups.close()
         if self.instance_dir is not None:
+            mounts.unmount_under(self.instance_dir)
             shutil.rmtree(self.instance_dir, ignore_errors=True)
             self.instance_dir = None
         if self._lock_fd >= 0:
@@ -254,11 +300,33 @@ class SandboxHost:
 
     # --- one sandbox ----------------------------------------------------------------------------
 
-    def new_sandbox_dir(self) -> Path:
+    def new_sandbox_dir(self, uid: int) -> Path:
         assert self.instance_dir is not None
         path = self.instance_dir / f"sb-{secrets.token_hex(6)}"
-        (path / "data").mkdir(parents=True, mode=0o700)
+        try:
+            self.make_sandbox_dir(path, uid)
+        except BaseException:
+            self.remove_sandbox_dir(path)
+            raise
         return path
+
+    def make_sandbox_dir(self, path: Path, uid: int) -> None:
+        """The folder of one sandbox, with its disk (a tmpfs when sandboxed) holding data/ and tmp/."""
+        disk = path / "fs"
+        disk.mkdir(parents=True, mode=0o755)
+        if self.mode == "sandbox":
+            cfg = self.config
+            mounts.mount_tmpfs(disk, cfg.disk_mb << 20, inodes=max(1024, cfg.disk_mb * 64))
+        (disk / "data").mkdir(mode=0o700)
+        (disk / "tmp").mkdir()
+        os.chmod(disk / "tmp", 0o1777)
+        if uid != os.getuid():
+            os.chown(disk / "data", uid, uid)
+
+    @staticmethod
+    def remove_sandbox_dir(path: Path) -> None:
+        mounts.unmount(path / "fs")
+        shutil.rmtree(path, ignore_errors=True)
 
     def create_cgroup(self, sandbox_dir: Path) -> SandboxCgroup | None:
         if self.cgroups is None or not self.cgroups.roots:
@@ -269,9 +337,14 @@ class SandboxHost:
             max_pids=self.config.max_processes,
         )
 
+    @property
+    def sandbox_python(self) -> str:
+        """The kernel's Python as the sandbox sees it."""
+        return f"{VENV}/bin/python" if self.mode == "sandbox" and self.venv_view else self.python
+
     def kernel_command(self, connection_file: str) -> list[str]:
         kernel_main = f"{OPT}/kernel_main.py" if self.mode == "sandbox" else str(KERNEL_MAIN)
-        return [self.python, "-I", kernel_main, connection_file, str(self.config.max_output_bytes)]
+        return [self.sandbox_python, "-I", kernel_main, connection_file, str(self.config.max_output_bytes)]
 
     def launch_spec(
         self,
@@ -286,8 +359,10 @@ class SandboxHost:
         if self.mode == "unsandboxed":
             return self._unsandboxed_spec(sandbox_dir)
         cfg = self.config
-        meta = sandbox_dir / "meta"
+        # On the sandbox's own disk, so mountinfo inside names no host path of ours (only "/meta/...").
+        meta = sandbox_dir / "fs" / "meta"
         meta.mkdir(mode=0o755, exist_ok=True)
+        shutil.copyfile(KERNEL_MAIN, meta / "kernel_main.py")
         (meta / "passwd").write_text(f"root:x:0:0:root:/root:/bin/sh\nsandbox:x:{uid}:{uid}:sandbox:/tmp:/bin/sh\n")
         (meta / "group").write_text(f"root:x:0:\nsandbox:x:{uid}:\n")
         (meta / "kernel.json").write_text(json.dumps(self.connection_info(secrets.token_hex(32), KERNEL_IPC)))
@@ -326,12 +401,25 @@ class SandboxHost:
                 mkdirs(str(Path(prefix).parent))
                 args += ["--ro-bind", prefix, prefix]
         mkdirs(OPT)
-        args += ["--ro-bind", str(KERNEL_MAIN), f"{OPT}/kernel_main.py"]
+        if self.venv_view is not None:
+            site_packages, base_python, pyver = self.venv_view
+            (meta / "pyvenv.cfg").write_text(
+                f"home = {os.path.dirname(base_python)}\ninclude-system-site-packages = false\nversion = {pyver}\n"
+            )
+            mkdirs(f"{VENV}/lib/python{pyver}/site-packages")
+            mkdirs(f"{VENV}/bin")
+            args += ["--ro-bind", site_packages, f"{VENV}/lib/python{pyver}/site-packages"]
+            args += ["--ro-bind", str(meta / "pyvenv.cfg"), f"{VENV}/pyvenv.cfg"]
+            for name in ("python", "python3", f"python{pyver}"):
+                args += ["--symlink", base_python, f"{VENV}/bin/{name}"]
+        args += ["--ro-bind", str(meta / "kernel_main.py"), f"{OPT}/kernel_main.py"]
         args += ["--ro-bind", str(meta / "kernel.json"), f"{OPT}/kernel.json"]
         args += ["--proc", "/proc", "--dev", "/dev"]
-        tmp_bytes = str(cfg.tmp_mb << 20)
-        args += ["--perms", "01777", "--size", tmp_bytes, "--tmpfs", "/tmp"]
-        args += ["--perms", "01777", "--size", tmp_bytes, "--tmpfs", "/dev/shm"]
+        for name in _PROC_PRESENT:
+            args += ["--ro-bind", "/dev/null", f"/proc/{name}"]
+        # /tmp is on the sandbox's disk, with /mnt/data: one quota for both (mounts.py).
+        args += ["--bind", str(sandbox_dir / "fs" / "tmp"), "/tmp"]
+        args += ["--perms", "01777", "--size", str(cfg.tmp_mb << 20), "--tmpfs", "/dev/shm"]
         for prefix in self.python_prefixes:
             if prefix.startswith(scratch):  # e.g. a virtualenv made under /tmp
                 for d in Path(prefix).parents:
@@ -341,7 +429,7 @@ class SandboxHost:
         mkdirs("/mnt")
         # No --chdir: bwrap has dropped CAP_DAC_OVERRIDE by then and /mnt/data is 0700 for the sandbox uid;
         # kernel_main changes into it once it runs as that uid.
-        args += ["--bind", str(sandbox_dir / "data"), "/mnt/data", "--remount-ro", "/"]
+        args += ["--bind", str(sandbox_dir / "fs" / "data"), "/mnt/data", "--remount-ro", "/"]
         args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
         assert self._seccomp_path is not None
         seccomp_fd = os.open(self._seccomp_path, os.O_RDONLY)
@@ -391,13 +479,13 @@ class SandboxHost:
         argv: list[str] = [prlimit, *limits, "--"] if prlimit else []
         env = self.kernel_env(home=str(home))
         argv += self.kernel_command(str(conn))
-        return LaunchSpec(argv, env, str(sandbox_dir / "data"), (), f"{ipc_dir}/kernel")
+        return LaunchSpec(argv, env, str(sandbox_dir / "fs" / "data"), (), f"{ipc_dir}/kernel")
 
     def kernel_env(self, home: str = "/tmp") -> dict[str, str]:
         threads = str(max(1, min(4, os.cpu_count() or 1)))
         # The kernel's own bin folder first, so `python` and `pip` in a subprocess mean the same environment.
         return {
-            "PATH": ":".join([os.path.dirname(self.python), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "PATH": ":".join([os.path.dirname(self.sandbox_python), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": home,
             "USER": "sandbox",
             "LOGNAME": "sandbox",
@@ -431,6 +519,17 @@ class SandboxHost:
             "signature_scheme": "hmac-sha256",
             "kernel_name": "",
         }
+
+
+def _python_mounts(info: dict[str, Any]) -> tuple[list[str], tuple[str, str, str] | None]:
+    """The prefixes to bind at their own paths, and the venv to show as VENV (when it is one, with one
+    site-packages folder): then only its base Python's prefixes are bound, not the venv's."""
+    sites = info["site"]
+    if not info["venv"] or len(sites) != 1:
+        return list(info["prefixes"]), None
+    base_python = info["base_executable"]
+    prefixes = [*info["base_prefixes"], os.path.dirname(base_python)]
+    return prefixes, (sites[0], base_python, info["pyver"])
 
 
 def cpu_lifetime_limit(config: SandboxConfig) -> int:

@@ -18,14 +18,14 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from . import files as fs
+from . import mounts
 from .config import SandboxConfig
 from .host import SandboxHost
 from .sandbox import Sandbox, SandboxStartError
@@ -44,18 +44,28 @@ class InputFile:
     path: Path  # where the bytes are on the host (read, never changed)
 
 
+# Where images and files an execution produces go, as they come: (file name, its bytes in chunks) -> the
+# id it was saved under. The tool saves to the blob store; nothing is held in memory or copied on the host.
+Saver = Callable[[str, AsyncIterator[bytes]], Awaitable[str]]
+
+
 @dataclass
 class OutputFile:
     name: str  # path relative to /mnt/data, e.g. "chart.png" or "out/report.csv"
-    path: Path  # a private copy, readable until the next execute() of the same session (or stop())
+    file_id: str  # what the Saver returned
 
 
 @dataclass
 class Execution:
     logs: str  # stdout, stderr, results and the traceback in order; capped with a note
-    images: list[bytes]  # PNGs displayed during the execution (matplotlib figures, display())
-    files: list[OutputFile]  # files under /mnt/data created or changed by this execution
+    images: list[str]  # ids (from the Saver) of the PNGs displayed (matplotlib figures, display())
+    files: list[OutputFile]  # files under /mnt/data created or changed by this execution, as saved
     error: str | None  # None; "ExcType: message" for a code error; "timeout" or "crashed"
+
+
+def session_key(project: str, thread_id: str) -> str:
+    """The session of a thread: its variables and /mnt/data live as long as the thread (or its idle time)."""
+    return f"{project}:{thread_id}"
 
 
 class CodeInterpreterError(Exception):
@@ -70,6 +80,10 @@ class TooManySessions(CodeInterpreterError):
     pass
 
 
+class MemoryBudgetExhausted(CodeInterpreterError):
+    pass
+
+
 @dataclass(eq=False)
 class _Session:
     key: str
@@ -80,7 +94,6 @@ class _Session:
     files: dict[str, str] = field(default_factory=dict)  # file_id -> name in /mnt/data
     notice: str = ""  # said at the start of the next execution's logs
     last_used: float = field(default_factory=time.monotonic)
-    outputs: Path | None = None
     executions: int = 0
 
 
@@ -92,10 +105,19 @@ class CodeInterpreter:
         self._pool: list[Sandbox] = []
         self._pool_changed = asyncio.Condition()
         self._refill = asyncio.Event()
+        # Set whenever memory may have become available: a sandbox gave its reservation back, or a session
+        # went idle (and so may be closed to make room).
+        self._room = asyncio.Event()
+        self._room_waiters = 0
+        self._host.budget.on_give = self._memory_freed
         self._tasks: list[asyncio.Task[None]] = []
         self._context: Any = None
         self._started = False
         self._stopping = False
+
+    def _memory_freed(self) -> None:
+        self._room.set()
+        self._refill.set()
 
     @property
     def available(self) -> bool:
@@ -122,7 +144,7 @@ class CodeInterpreter:
             import jupyter_client  # noqa: F401
             import zmq  # noqa: F401
 
-            from .kernel import new_context
+            from .kernel import message_limit, new_context
         except ImportError as exc:
             hint = "pip install '.[code-interpreter]' in an assistantd checkout"
             self._host.mode, self._host.reason = "unavailable", f"{exc} ({hint})"
@@ -131,7 +153,7 @@ class CodeInterpreter:
         if not self.available:
             log.warning("code interpreter unavailable: %s", self._host.reason)
             return
-        self._context = new_context()
+        self._context = new_context(message_limit(self.config.max_image_mb << 20))
         self._tasks.append(asyncio.create_task(self._refill_loop(), name="code-interpreter-pool"))
         self._tasks.append(asyncio.create_task(self._reap_loop(), name="code-interpreter-reaper"))
         self._refill.set()
@@ -176,37 +198,56 @@ class CodeInterpreter:
         session_key: str,
         code: str,
         *,
+        save: Saver,
         files: Sequence[InputFile] = (),
         timeout: float | None = None,  # noqa: ASYNC109 - seconds of wall time for this cell, not a cancel scope
     ) -> Execution:
         """Run ``code`` in the session's kernel. Code errors, timeouts and crashes are results (see
-        ``Execution.error``); only "cannot run code at all" raises a ``CodeInterpreterError``."""
+        ``Execution.error``); only "cannot run code at all" raises a ``CodeInterpreterError``.
+
+        Images and changed files are handed to ``save`` one at a time while the execution runs (images)
+        or right after it (files), within ``max_image_mb`` per image and ``max_saved_mb`` for all of
+        them together; what does not fit is named in the logs instead."""
         session = await self._session(session_key)
-        async with session.lock:
-            sandbox = await self._ensure_sandbox(session)
-            if files:
-                await self._add_files(session, sandbox, files)
-            self._drop_outputs(session)
-            data_dir = sandbox.data_dir
-            before = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
-            wall = timeout if timeout is not None else self.config.timeout_seconds
-            result = await sandbox.run(code, wall_seconds=wall)
-            logs = session.notice + result.logs
-            session.notice = ""
-            if result.error in {"timeout", "crashed"}:
-                if result.error == "timeout":
-                    why = f"the execution took longer than {wall:g} s and was stopped"
-                else:
-                    why = f"the sandbox crashed: {sandbox.crash_reason()}"
-                logs += f"[{why}. The session restarts fresh on next use: {_KEPT}]\n"
-                await self._retire(session)
-            after = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
-            outputs, more = await self._collect_outputs(session, data_dir, fs.changed(before, after))
-            if more:
-                logs += f"[{more} more changed files in /mnt/data are not listed]\n"
-            session.last_used = time.monotonic()
-            session.executions += 1
-            return Execution(logs=logs, images=result.images, files=outputs, error=result.error)
+        try:
+            async with session.lock:
+                return await self._execute(session, code, save, files, wall_seconds=timeout)
+        finally:
+            self._room.set()  # the session is idle again: a session waiting for memory may close it
+
+    async def _execute(
+        self, session: _Session, code: str, save: Saver, files: Sequence[InputFile], *, wall_seconds: float | None
+    ) -> Execution:
+        sandbox = await self._ensure_sandbox(session)
+        if files:
+            await self._add_files(session, sandbox, files)
+        data_dir = sandbox.data_dir
+        before = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
+        wall = wall_seconds if wall_seconds is not None else self.config.timeout_seconds
+        outputs = _Outputs(save, self.config.max_saved_mb << 20)
+        result = await sandbox.run(code, wall_seconds=wall, on_image=outputs.image)
+        logs = session.notice + result.logs
+        session.notice = ""
+        if result.error in {"timeout", "crashed"}:
+            if result.error == "timeout":
+                why = f"the execution took longer than {wall:g} s and was stopped"
+            else:
+                why = f"the sandbox crashed: {sandbox.crash_reason()}"
+            logs += f"[{why}. The session restarts fresh on next use: {_KEPT}]\n"
+            await self._retire(session)
+        if await asyncio.to_thread(self._disk_full, sandbox, result.logs):
+            logs += (
+                f"[/mnt/data and /tmp are full: together they hold {self.config.disk_mb} MB, hidden files "
+                "included. Delete files to make room.]\n"
+            )
+        after = await asyncio.to_thread(fs.scan, data_dir, SCAN_LIMIT)
+        more = await self._save_files(outputs, data_dir, fs.changed(before, after))
+        logs += "".join(f"[{note}]\n" for note in outputs.notes)
+        if more:
+            logs += f"[{more} more changed files in /mnt/data are not listed]\n"
+        session.last_used = time.monotonic()
+        session.executions += 1
+        return Execution(logs=logs, images=outputs.images, files=outputs.files, error=result.error)
 
     async def add_files(self, session_key: str, files: Sequence[InputFile]) -> dict[str, str]:
         """Copy files into the session's /mnt/data (once per file_id); returns file_id -> path inside."""
@@ -223,6 +264,10 @@ class CodeInterpreter:
         if session is not None:
             async with session.lock:
                 await self._destroy_session(session)
+
+    async def close_thread(self, project: str, thread_id: str) -> None:
+        """The thread is deleted: its session goes at once (an idle expiry would keep it for an hour)."""
+        await self.close_session(session_key(project, thread_id))
 
     async def expire_idle(self, now: float | None = None) -> int:
         """Close sessions idle for ``idle_seconds`` (as of ``now``, a ``time.monotonic()`` value)."""
@@ -296,7 +341,6 @@ class CodeInterpreter:
             await sandbox.destroy()
 
     async def _destroy_session(self, session: _Session) -> None:
-        self._drop_outputs(session)
         for sandbox in (session.sandbox, session.orphan):
             if sandbox is not None:
                 await sandbox.destroy()
@@ -319,30 +363,42 @@ class CodeInterpreter:
                 raise CodeInterpreterError(f"cannot put {f.filename} in /mnt/data: {exc.strerror}") from None
             session.files[f.file_id] = name
 
+    def _disk_full(self, sandbox: Sandbox, logs: str) -> bool:
+        if "[Errno 28]" in logs:  # ENOSPC, as Python words it
+            return True
+        if self._host.mode != "sandbox":
+            return False
+        try:
+            return mounts.free_bytes(sandbox.disk_dir) < min(1 << 20, (self.config.disk_mb << 20) // 100)
+        except OSError:
+            return False
+
     # --- outputs --------------------------------------------------------------------------------
 
-    async def _collect_outputs(
-        self, session: _Session, data_dir: Path, names: list[str]
-    ) -> tuple[list[OutputFile], int]:
-        if not names:
-            return [], 0
-        assert self._host.instance_dir is not None
+    async def _save_files(self, outputs: _Outputs, data_dir: Path, names: list[str]) -> int:
+        """Stream each changed file (up to ``max_output_files``) from the sandbox's disk to the saver;
+        returns how many were left unlisted."""
         keep, more = names[: self.config.max_output_files], max(0, len(names) - self.config.max_output_files)
-        folder = self._host.instance_dir / "outputs" / f"{session.token}-{session.executions}"
-        session.outputs = folder
         limit = self.config.max_file_mb << 20
-        copied: list[OutputFile] = []
         for name in keep:
-            dest = folder / name
-            if await asyncio.to_thread(fs.copy_out, data_dir, name, dest, limit):
-                copied.append(OutputFile(name=name, path=dest))
-        return copied, more
-
-    @staticmethod
-    def _drop_outputs(session: _Session) -> None:
-        if session.outputs is not None:
-            shutil.rmtree(session.outputs, ignore_errors=True)
-            session.outputs = None
+            fd = await asyncio.to_thread(fs.open_regular, data_dir, name)
+            if fd is None:  # not a regular file any more (a link, a FIFO, gone)
+                continue
+            try:
+                # Sized once: a background process still appending cannot make us read more (the reader
+                # stops at this size), and a sparse file counts at its full size, as the user would get it.
+                size = os.fstat(fd).st_size
+                if size > limit:
+                    outputs.notes.append(f"/mnt/data/{name} was not saved: it is over {self.config.max_file_mb} MB")
+                    continue
+                if not outputs.take(size):
+                    outputs.notes.append(outputs.over(f"/mnt/data/{name}", size))
+                    continue
+                file_id = await outputs.save(PurePosixPath(name).name, _read_fd(fd, size))
+                outputs.files.append(OutputFile(name=name, file_id=file_id))
+            finally:
+                os.close(fd)
+        return more
 
     # --- pool -----------------------------------------------------------------------------------
 
@@ -353,8 +409,42 @@ class CodeInterpreter:
             if sandbox.alive:
                 return sandbox
             await sandbox.destroy()
+        await self._reserve()
         # Cold start: no preload, so the cell's own imports are the only ones paid for.
-        return await Sandbox.start(self._host, self._context)
+        return await Sandbox.start(self._host, self._context, reserved=True)
+
+    async def _reserve(self) -> None:
+        """Reserve a sandbox's memory in the budget: at once if it fits, else by closing the least recently
+        used idle session, else by waiting (``memory_wait_seconds``) for either; then a clear error."""
+        budget = self._host.budget
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.memory_wait_seconds
+        self._room_waiters += 1
+        try:
+            while not budget.take():
+                if self._pool:  # pooled sandboxes hold memory nobody uses yet
+                    await self._pool.pop().destroy()
+                    continue
+                idle = [s for s in self._sessions.values() if not s.lock.locked() and (s.sandbox or s.orphan)]
+                if idle:
+                    victim = min(idle, key=lambda s: s.last_used)
+                    if self._sessions.get(victim.key) is victim:
+                        del self._sessions[victim.key]
+                    async with victim.lock:
+                        await self._destroy_session(victim)
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise MemoryBudgetExhausted(
+                        f"the code interpreter's memory budget ({budget.total_mb} MB for all sessions together, "
+                        f"{self.config.memory_mb} MB each) is taken by sessions that are all busy; try again shortly"
+                    )
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._room.wait()
+        finally:
+            self._room_waiters -= 1
 
     async def _refill_loop(self) -> None:
         failures = 0
@@ -362,8 +452,11 @@ class CodeInterpreter:
             await self._refill.wait()
             self._refill.clear()
             while len(self._pool) < self.config.pool_size and not self._stopping:
+                # The pool only uses memory nobody waits for; once a session gives some back, it refills.
+                if self._room_waiters or not self._host.budget.take():
+                    break
                 try:
-                    sandbox = await Sandbox.start(self._host, self._context, preload=self.config.preload)
+                    sandbox = await Sandbox.start(self._host, self._context, preload=self.config.preload, reserved=True)
                 except SandboxStartError as exc:
                     failures += 1
                     log.warning("code interpreter pool: %s", exc)
@@ -382,3 +475,53 @@ class CodeInterpreter:
                 await self.expire_idle()
             except Exception:
                 log.exception("code interpreter: expiring idle sessions failed")
+
+
+class _Outputs:
+    """What one execution saved, within its byte budget."""
+
+    def __init__(self, save: Saver, budget: int) -> None:
+        self.save = save
+        self.budget = budget
+        self.left = budget
+        self.images: list[str] = []
+        self.files: list[OutputFile] = []
+        self.notes: list[str] = []
+
+    def take(self, size: int) -> bool:
+        if size > self.left:
+            return False
+        self.left -= size
+        return True
+
+    def over(self, what: str, size: int) -> str:
+        return (
+            f"{what} was not saved: its {_mb(size)} are more than the {_mb(self.left)} left of this execution's "
+            f"{_mb(self.budget)} for images and files"
+        )
+
+    async def image(self, png: bytes) -> None:
+        if not self.take(len(png)):
+            self.notes.append(self.over("an image", len(png)))
+            return
+        self.images.append(await self.save(f"image-{len(self.images)}.png", _one(png)))
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MB"
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 1 << 20):
+        yield data[start : start + (1 << 20)]
+
+
+async def _read_fd(fd: int, size: int) -> AsyncIterator[bytes]:
+    """At most ``size`` bytes of ``fd`` from its start, 1 MB at a time, read off the event loop."""
+    offset = 0
+    while offset < size:
+        chunk = await asyncio.to_thread(os.pread, fd, min(1 << 20, size - offset), offset)
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk

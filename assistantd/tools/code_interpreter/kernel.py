@@ -16,7 +16,8 @@ import base64
 import binascii
 import contextlib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -28,17 +29,23 @@ if TYPE_CHECKING:
 
 # The largest single message we accept from a kernel (a big PNG); ZMQ drops the connection on larger ones
 # instead of buffering them in the server.
-MAX_MESSAGE_BYTES = 32 << 20
+MAX_MESSAGE_BYTES = 32 << 20  # at least; room for the largest image allowed (base64) if that is more
+
+
+def message_limit(max_image_bytes: int) -> int:
+    return max(MAX_MESSAGE_BYTES, max_image_bytes * 4 // 3 + (1 << 20))
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def new_context() -> zmq.asyncio.Context:
+def new_context(max_message_bytes: int = MAX_MESSAGE_BYTES) -> zmq.asyncio.Context:
     import zmq
     import zmq.asyncio
 
     ctx = zmq.asyncio.Context()
-    ctx.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    ctx.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
     ctx.setsockopt(zmq.LINGER, 0)
     # Never reconnect. The socket paths live inside the sandbox (reached through /proc/PID/root), and once
     # its code runs it could swap them for symlinks to host sockets: a reconnect, made by root from the
@@ -47,27 +54,34 @@ def new_context() -> zmq.asyncio.Context:
     return ctx
 
 
+# Takes each PNG as it arrives, so a cell's images are never all in memory at once.
+ImageSink = Callable[[bytes], Awaitable[None]]
+
+
 @dataclass
 class CellResult:
     logs: str = ""
-    images: list[bytes] = field(default_factory=list)
     error: str | None = None  # "ExcType: message", "timeout" or "crashed"
 
 
 class _Collector:
     """Logs in arrival order, capped at ``limit`` bytes with a note; the traceback always kept whole."""
 
-    def __init__(self, limit: int, max_images: int) -> None:
+    def __init__(self, limit: int, max_images: int, max_image_bytes: int) -> None:
         self.limit = limit
         self.max_images = max_images
+        self.max_image_bytes = max_image_bytes
+        self.pending: list[bytes] = []  # decoded, not yet handed to the sink
+        self.images_seen = 0
+        self.too_big: list[int] = []
         self.parts: list[str] = []
         self.size = 0
         self.truncated = False
         self.traceback = ""
         self.error: str | None = None
-        self.images: list[bytes] = []
         self.images_dropped = 0
         self.received = 0  # bytes of payload seen, to notice a flood
+        self.image_received = 0  # the same for images, which have a budget of their own
 
     def text(self, text: str) -> None:
         text = _ANSI.sub("", text)
@@ -87,14 +101,19 @@ class _Collector:
     def data(self, bundle: dict[str, Any]) -> None:
         png = bundle.get("image/png")
         if isinstance(png, str):
-            self.received += len(png)
-            if len(self.images) >= self.max_images:
+            self.image_received += len(png)
+            if self.images_seen >= self.max_images:
                 self.images_dropped += 1
+                return
+            if len(png) // 4 * 3 > self.max_image_bytes:  # judged before decoding it
+                self.images_seen += 1
+                self.too_big.append(len(png) // 4 * 3)
                 return
             with contextlib.suppress(binascii.Error, ValueError):
                 raw = base64.b64decode(png, validate=False)
                 if raw.startswith(_PNG):
-                    self.images.append(raw)
+                    self.images_seen += 1
+                    self.pending.append(raw)
                     return
         plain = bundle.get("text/plain")
         if isinstance(plain, str):
@@ -130,11 +149,16 @@ class _Collector:
             logs += f"\n[output truncated: only the first {self.limit} bytes are shown]\n"
         if self.traceback:
             logs += ("" if not logs or logs.endswith("\n") else "\n") + self.traceback + "\n"
+        for size in self.too_big:
+            logs += (
+                f"[an image of {size / (1 << 20):.1f} MB was not kept: images are limited to "
+                f"{self.max_image_bytes / (1 << 20):.0f} MB]\n"
+            )
         if self.images_dropped:
             logs += f"[{self.images_dropped} more images were not kept]\n"
         if note:
             logs += ("" if not logs or logs.endswith("\n") else "\n") + note + "\n"
-        return CellResult(logs=logs, images=self.images, error=error)
+        return CellResult(logs=logs, error=error)
 
 
 class KernelConnection:
@@ -180,13 +204,17 @@ class KernelConnection:
         died: asyncio.Future[Any],
         limit: int,
         max_images: int,
+        max_image_bytes: int,
+        on_image: ImageSink | None,
         grace: float,
         silent: bool = False,
     ) -> CellResult:
         kc = self.client
         loop = asyncio.get_running_loop()
-        out = _Collector(limit, max_images)
+        out = _Collector(limit, max_images, max_image_bytes)
+        # What a well-behaved kernel can send: its capped text, and every image it may show at full size.
         flood = limit * 8 + 4 * MAX_MESSAGE_BYTES
+        image_flood = (4 + max_images) * message_limit(max_image_bytes)
         msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False)
         deadline = loop.time() + wall_seconds
         interrupted = False
@@ -209,6 +237,12 @@ class KernelConnection:
                     iopub = None
                     if _parent_id(msg) == msg_id and out.handle(msg):
                         idle = True
+                    del msg  # its base64 text is as big as the image: not kept while the image is saved
+                    while out.pending:  # saved (or dropped) now, so no more than one is held at a time
+                        png = out.pending.pop(0)
+                        if on_image is not None:
+                            await on_image(png)
+                        del png
                 if shell is not None and shell in done:
                     msg = _result(shell)
                     shell = None
@@ -217,8 +251,9 @@ class KernelConnection:
                         # Output comes before the reply on another socket; if idle never shows up (a message
                         # over MAX_MESSAGE_BYTES dropped the connection) do not wait for the full deadline.
                         deadline = min(deadline, loop.time() + grace)
-                if out.received > flood:
-                    return out.result("crashed", f"[the sandbox was stopped: it sent over {flood} bytes of output]")
+                if out.received > flood or out.image_received > image_flood:
+                    over = flood if out.received > flood else image_flood
+                    return out.result("crashed", f"[the sandbox was stopped: it sent over {over} bytes of output]")
                 if died in done and not (idle and replied):
                     return out.result("crashed")
                 if not done:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cgroups import SandboxCgroup
 from .host import KERNEL_IPC, SandboxHost, cpu_lifetime_limit
-from .kernel import CellResult, KernelConnection
+from .kernel import CellResult, ImageSink, KernelConnection
 from .uids import UidLease, UidPool
 
 if TYPE_CHECKING:
@@ -56,10 +56,16 @@ class Sandbox:
         self._cpu_mark = 0.0
         self.cpu_exceeded = False
         self._killed = False
+        self._reserved = False  # holds memory_mb of the host's budget until killed
 
     @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.dir / "fs" / "data"
+
+    @property
+    def disk_dir(self) -> Path:
+        """The sandbox's disk (/mnt/data and /tmp together), for its free space."""
+        return self.dir / "fs"
 
     @property
     def uid(self) -> int:
@@ -72,8 +78,13 @@ class Sandbox:
     # --- start ----------------------------------------------------------------------------------
 
     @classmethod
-    async def start(cls, host: SandboxHost, context: zmq.asyncio.Context, *, preload: tuple[str, ...] = ()) -> Sandbox:
+    async def start(
+        cls, host: SandboxHost, context: zmq.asyncio.Context, *, preload: tuple[str, ...] = (), reserved: bool = False
+    ) -> Sandbox:
+        """Start a sandbox; ``reserved``: the caller took its memory from ``host.budget``, and the sandbox
+        gives it back when it is killed (or fails to start)."""
         sandbox = cls(host, context)
+        sandbox._reserved = reserved
         try:
             async with asyncio.timeout(host.config.start_timeout_seconds):  # cancel-safe, unlike 3.11's wait_for
                 await sandbox._start(preload)
@@ -88,11 +99,11 @@ class Sandbox:
 
     async def _start(self, preload: tuple[str, ...]) -> None:
         host = self.host
-        self.dir = host.new_sandbox_dir()
         if host.mode == "sandbox":
             assert host.uids is not None
             self.lease = host.uids.acquire()
-            os.chown(self.data_dir, self.lease.uid, self.lease.uid)
+        self.dir = host.new_sandbox_dir(self.uid)
+        if host.mode == "sandbox":
             self.cgroup = host.create_cgroup(self.dir)
         spec = host.launch_spec(self.dir, self.uid, self.cgroup)
         try:
@@ -124,7 +135,7 @@ class Sandbox:
             self.init_pid = _only_child(self.proc.pid)
             self.kernel_pid = _only_child(self.init_pid)
             ipc = f"/proc/{self.init_pid}/root{KERNEL_IPC}"
-            info = _read_json(self.dir / "meta" / "kernel.json")
+            info = _read_json(self.dir / "fs" / "meta" / "kernel.json")
         else:
             self.kernel_pid = self.proc.pid
             info = _read_json(self.dir / "kernel.json")
@@ -152,7 +163,9 @@ class Sandbox:
 
     # --- run ------------------------------------------------------------------------------------
 
-    async def run(self, code: str, *, wall_seconds: float, silent: bool = False) -> CellResult:
+    async def run(
+        self, code: str, *, wall_seconds: float, on_image: ImageSink | None = None, silent: bool = False
+    ) -> CellResult:
         assert self.conn is not None and self.exited is not None
         cfg = self.host.config
         self._running = True
@@ -164,6 +177,8 @@ class Sandbox:
                 died=self.exited,
                 limit=cfg.max_output_bytes,
                 max_images=cfg.max_images,
+                max_image_bytes=cfg.max_image_mb << 20,
+                on_image=on_image,
                 grace=cfg.interrupt_grace_seconds,
                 silent=silent,
             )
@@ -252,6 +267,9 @@ class Sandbox:
             # Only now: every process that ran as this uid is gone, so the next holder inherits nothing.
             UidPool.release(self.lease)
             self.lease = None
+        if self._reserved:  # its memory is free again (what stays on its disk is bounded by disk_mb)
+            self._reserved = False
+            self.host.budget.give()
         ipc_note = self.dir / "ipc"
         if ipc_note.is_file():
             shutil.rmtree(ipc_note.read_text(), ignore_errors=True)
@@ -260,7 +278,7 @@ class Sandbox:
     async def destroy(self) -> None:
         await self.kill()
         if self.dir != Path():
-            await asyncio.to_thread(shutil.rmtree, self.dir, True)
+            await asyncio.to_thread(self.host.remove_sandbox_dir, self.dir)
 
 
 def _only_child(pid: int) -> int:

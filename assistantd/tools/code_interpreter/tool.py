@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import PurePosixPath
+from collections.abc import AsyncIterator
 from typing import Any
 
 from assistantd.store import Database
 from assistantd.store.blobs import BlobStore
 from assistantd.tools.base import BuiltinTool, ToolContext, ToolOutcome, resource_ids
-from assistantd.tools.code_interpreter.interpreter import CodeInterpreter, CodeInterpreterError, InputFile
+from assistantd.tools.code_interpreter.interpreter import CodeInterpreter, CodeInterpreterError, InputFile, session_key
 from assistantd.tools.partial_json import string_field
 from assistantd.tools.stored_files import lookup, store_output
 
@@ -73,31 +73,30 @@ class CodeInterpreterTool(BuiltinTool):
                 code,
                 f"The code interpreter is not available on this server: {self.interpreter.unavailable_reason}",
             )
+        async def save(filename: str, chunks: AsyncIterator[bytes]) -> str:
+            # Streamed from the sandbox into the blob store as the code interpreter reads it.
+            stored = await store_output(
+                self.db, self.blobs, ctx.project, filename, chunks, max_bytes=self.max_file_bytes
+            )
+            return str(stored["id"])
+
         async with contextlib.AsyncExitStack() as copies:  # the input files' local copies, until copied in
             files = [
                 InputFile(fid, name, path)
                 for fid, name, path in await lookup(self.db, self.blobs, ctx.project, _input_file_ids(ctx), copies)
             ]
             try:
-                execution = await self.interpreter.execute(f"{ctx.project}:{ctx.thread['id']}", code, files=files)
+                execution = await self.interpreter.execute(
+                    session_key(ctx.project, ctx.thread["id"]), code, save=save, files=files
+                )
             except CodeInterpreterError as exc:
                 return self._failed(ctx, code, str(exc))
         outputs: list[dict[str, Any]] = []
         if execution.logs:
             outputs.append({"type": "logs", "logs": execution.logs})
-        images: list[str] = []
-        for n, png in enumerate(execution.images):
-            stored = await store_output(
-                self.db, self.blobs, ctx.project, f"image-{n}.png", png, max_bytes=self.max_file_bytes
-            )
-            images.append(stored["id"])
-            outputs.append({"type": "image", "image": {"file_id": stored["id"]}})
-        links: dict[str, str] = {}
-        for out in execution.files:
-            stored = await store_output(
-                self.db, self.blobs, ctx.project, PurePosixPath(out.name).name, out.path, max_bytes=self.max_file_bytes
-            )
-            links[f"sandbox:/mnt/data/{out.name}"] = stored["id"]
+        images = execution.images
+        outputs += [{"type": "image", "image": {"file_id": file_id}} for file_id in images]
+        links = {f"sandbox:/mnt/data/{out.name}": out.file_id for out in execution.files}
         if outputs:
             ctx.stream({"outputs": [{"index": i, **o} for i, o in enumerate(outputs)]})
         said = [execution.logs or "(no output)"]

@@ -41,6 +41,7 @@ class UidPool:
 
     def acquire(self) -> UidLease:
         self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        busy = _running_uids()
         # Round-robin rather than lowest-free, so a uid just released is not handed out again at once.
         for step in range(self.count):
             uid = self.base + (self._cursor + step) % self.count
@@ -51,6 +52,9 @@ class UidPool:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
+                continue
+            if uid in busy:
+                os.close(fd)  # unlocked, yet something still runs as it (a sandbox whose server died oddly)
                 continue
             self._cursor = (uid - self.base + 1) % self.count
             return UidLease(uid, fd)
@@ -70,6 +74,22 @@ class UidPool:
         except KeyError:
             return False
         return True
+
+
+def _running_uids() -> set[int]:
+    """The uids that own a process on this host (``/proc/<pid>`` belongs to the process's uid)."""
+    found: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                found.add(os.stat(f"/proc/{entry}").st_uid)
+            except OSError:
+                continue
+    return found
 
 
 def _subordinate_ranges() -> list[tuple[int, int]]:
