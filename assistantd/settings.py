@@ -78,6 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
             "a run whose server died is ended this long after its last renewal."),
     Setting("reap_interval_seconds", float, 5.0, "How often each server looks for expired runs and runs "
             "whose server died."),
+    Setting("stream_save_seconds", float, 1.0, "How often the text a run is streaming is saved into its "
+            "open message; a process killed mid-answer loses at most this much of it."),
     Setting("context_tokens", int, 128_000, "The context window assumed for truncation_strategy auto, "
             "in tokens."),
     Setting(
@@ -133,6 +135,7 @@ class Settings:
     run_expiry_seconds: int = 600
     run_lease_seconds: float = 30.0
     reap_interval_seconds: float = 5.0
+    stream_save_seconds: float = 1.0
     context_tokens: int = 128_000
     log_level: str = "info"
     access_log: bool = False

@@ -7,20 +7,16 @@ take the run's fate, the lease is released, and the thread is unlocked in the sa
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from assistantd.clock import now
 from assistantd.ids import new_id
 from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
-
-
-def now() -> int:
-    return int(time.time())
 
 
 def new_step(run: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:

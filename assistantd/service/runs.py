@@ -6,6 +6,7 @@ from typing import Any
 
 from assistantd.engine.bus import Subscription
 from assistantd.engine.records import close_run
+from assistantd.engine.state import RunState
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
@@ -127,7 +128,9 @@ class RunService:
                 messages.check_references(conn, project, m, f"additional_messages[{i}]")
             run = _build_run(req, assistant, thread_id, self.expiry, req.additional_instructions)
             created = run["created_at"]
-            self._insert_run(conn, project, run, {"include": include, "reasoning_effort": req.reasoning_effort})
+            self._insert_run(
+                conn, project, run, RunState(include=include, reasoning_effort=req.reasoning_effort).to_json()
+            )
             for m in req.additional_messages or []:
                 messages.insert(conn, project, messages.build(m, thread_id, created))
             return run
@@ -155,7 +158,7 @@ class RunService:
         def tx(conn: Conn) -> dict[str, Any]:
             assistant = _fetch_assistant(conn, project, req.assistant_id)
             run = _build_run(req, assistant, thread["id"], self.expiry, None)
-            self._insert_run(conn, project, run, {"include": []})
+            self._insert_run(conn, project, run, RunState().to_json())
             return run
 
         run = await self.db.write(tx)
@@ -226,7 +229,7 @@ class RunService:
             record = run_rows.load(conn, project, run_id, thread_id)
             if record is None:
                 raise NotFound.object(KIND, run_id)
-            run, state = record.run, record.state
+            run, state = record.run, RunState.from_json(record.state)
             if run["status"] != "requires_action" or not run.get("required_action"):
                 raise InvalidRequest(
                     f'Runs in status "{run["status"]}" do not accept tool outputs.', code="invalid_request"
@@ -256,15 +259,15 @@ class RunService:
                     code="invalid_value",
                 )
             outputs = {o.tool_call_id: o.output for o in req.tool_outputs}
-            step = fetch(conn, rows.STEPS, project, "run step", state["pending_step_id"], run_id=run_id)
+            step = fetch(conn, rows.STEPS, project, "run step", state.pending_step_id or "", run_id=run_id)
             for call in step["step_details"]["tool_calls"]:
                 if call["type"] == "function" and call["id"] in outputs:
                     call["function"]["output"] = outputs[call["id"]]
             step.update(status="completed", completed_at=now())
             run_rows.save_step(conn, project, step)
             run.update(status="queued", required_action=None)
-            state.pop("pending_step_id", None)
-            run_rows.save(conn, project, run, state)
+            state.pending_step_id = None
+            run_rows.save(conn, project, run, state.to_json())
             run_rows.claim(conn, run_id, self.engine.instance_id, self.engine.lease_until())
             return run, step
 

@@ -166,6 +166,18 @@ def thread_messages(conn: Conn, project: str, thread_id: str) -> list[dict[str, 
     ]
 
 
+def save_partial(conn: Conn, project: str, message_id: str, data: str, previous: str) -> bool:
+    """Store the text streamed so far into an open message, unless the message changed since ``previous``
+    was written (closed by its run meanwhile): a late partial save never overwrites a final one."""
+    return (
+        conn.execute(
+            "UPDATE messages SET data = ? WHERE id = ? AND project_id = ? AND data = ?",
+            (data, message_id, project, previous),
+        )
+        > 0
+    )
+
+
 def delete_for_thread(conn: Conn, project: str, thread_id: str) -> None:
     rows.delete_where(conn, rows.STEPS, project, thread_id=thread_id)
     rows.delete_where(conn, rows.RUNS, project, thread_id=thread_id)
