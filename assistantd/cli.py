@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from assistantd import __version__
+from assistantd.clock import now
 from assistantd.settings import SETTINGS, Settings, load_settings
 
 log = logging.getLogger("assistantd")
@@ -163,11 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = "revoked" if rec.revoked_at else "active"
                 print(f"{rec.id}\t{rec.project_id}\t{state}\t{rec.name}")
         elif args.keys_command == "revoke":
-            import time
-
             from assistantd.store import keys as key_rows
 
-            if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, int(time.time()))):
+            if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, now())):
                 print(f"assistantd: no active key with id {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")

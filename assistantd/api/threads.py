@@ -40,7 +40,7 @@ async def create_message(request: Request) -> Response:
 async def list_messages(request: Request) -> Response:
     tid = request.path_params["thread_id"]
     run_id = request.query_params.get("run_id") or None
-    page = await services(request).messages.list(project(request), tid, page_query(request), run_id)
+    page = await services(request).messages.list_page(project(request), tid, page_query(request), run_id)
     return ok_page(page)
 
 

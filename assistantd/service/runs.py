@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from assistantd.clock import now
 from assistantd.engine.bus import Subscription
 from assistantd.engine.records import close_run
 from assistantd.engine.state import RunState
@@ -21,7 +22,7 @@ from assistantd.protocol.runs import (
 )
 from assistantd.protocol.threads import CreateThread
 from assistantd.service import messages
-from assistantd.service.common import fetch, fetch_raw, now, page_or_400
+from assistantd.service.common import fetch, fetch_raw, page_or_400
 from assistantd.service.threads import ThreadService
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
@@ -172,7 +173,7 @@ class RunService:
 
         return await self.db.read(tx)
 
-    async def list(self, project: str, thread_id: str, query: PageQuery) -> Page:
+    async def list_page(self, project: str, thread_id: str, query: PageQuery) -> Page:
         def tx(conn: Conn) -> Page:
             _require_thread(conn, project, thread_id)
             return page_or_400(conn, rows.RUNS, project, query, KIND, thread_id=thread_id)
@@ -202,7 +203,7 @@ class RunService:
             if status == "requires_action":
                 # Nobody is executing it: it ends here.
                 return close_run(conn, project, record.run, record.state, "cancelled").run
-            if status not in ("queued", "in_progress"):
+            if status not in run_rows.CANCELLABLE_BY_EXECUTOR:
                 raise InvalidRequest(f"Cannot cancel run with status '{status}'.")
             record.run["status"] = "cancelling"
             if not run_rows.save(conn, project, record.run, expect=status):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from assistantd.clock import now
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.threads import CreateThread, ModifyThread
 from assistantd.service import messages, resources
-from assistantd.service.common import fetch, fetch_raw, now
+from assistantd.service.common import fetch, fetch_raw
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows

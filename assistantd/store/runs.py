@@ -11,11 +11,20 @@ import orjson
 from assistantd.store import objects as rows
 from assistantd.store.base import Conn
 
-ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
+# The one list of run statuses by phase. (The partial index ``runs_one_active`` in schema.py spells
+# ACTIVE out too: a migration's DDL never changes once released.)
+ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")  # a run in these locks its thread
 TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
 EXECUTING = ("queued", "in_progress", "cancelling")  # statuses a server must hold a lease for
-_ACTIVE_SQL = "('queued', 'in_progress', 'requires_action', 'cancelling')"
-_EXECUTING_SQL = "('queued', 'in_progress', 'cancelling')"
+CANCELLABLE_BY_EXECUTOR = ("queued", "in_progress")  # a cancel marks these cancelling for their executor
+
+
+def _sql_list(statuses: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
+
+_ACTIVE_SQL = _sql_list(ACTIVE)
+_EXECUTING_SQL = _sql_list(EXECUTING)
 
 
 @dataclass
