@@ -250,7 +250,9 @@ class RunExecutor:
         self._deferred.append((write, [(name, orjson.dumps(data)) for name, data in events]))
 
     async def _flush(self, extra: Callable[[Conn], Any] | None = None) -> Any:
-        deferred, self._deferred = self._deferred, []
+        # Dropped only once written: if this write is interrupted (a cancel), the run's closing write
+        # does them again (they are idempotent updates).
+        deferred = list(self._deferred)
         if not deferred and extra is None:
             return None
 
@@ -260,6 +262,7 @@ class RunExecutor:
             return extra(conn) if extra is not None else None
 
         result = await self.db.write(tx)
+        del self._deferred[: len(deferred)]
         for _, events in deferred:
             for name, data in events:
                 self.engine.bus.publish(self.run_id, name, data)
@@ -363,6 +366,8 @@ class RunExecutor:
                 status,
                 last_error=finished.last_error,
                 incomplete_reason=finished.incomplete_reason,
+                # Completed by the loop: its messages and steps are closed (in this transaction).
+                scan_open=status != "completed" or pending is not None or pending_step is not None,
             )
 
         try:
