@@ -19,7 +19,8 @@ from assistantd.api.routing import IndexedRouter
 from assistantd.diagnostics import startup_block
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
-from assistantd.llm.router import ModelRouter
+from assistantd.llm.base import ChatModel
+from assistantd.llm.router import ModelRouter, Upstream
 from assistantd.observability import web as observability_web
 from assistantd.observability.tools import ObservedCodeInterpreter, observe_tools
 from assistantd.observability.web import MetricsMiddleware, metrics_listener
@@ -51,15 +52,20 @@ def build_blob_store(settings: Settings, db: Database) -> BlobStore:
     return open_blob_store(db, settings.data_path)
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -> Services:
+    """``chat_model``, when given, answers every model name instead of the configured upstreams (tests
+    drive runs in process with a scripted one)."""
     db = open_database(settings.resolved_database_url, pool_size=settings.db_pool_size)
     blobs = build_blob_store(settings, db)
-    router = ModelRouter.from_config(
-        base_url=settings.upstream_base_url,
-        api_key=settings.upstream_api_key,
-        timeout=settings.upstream_timeout,
-        extra=settings.extra,
-    )
+    if chat_model is not None:
+        router = ModelRouter([Upstream(name="injected", base_url="", _client=chat_model)])
+    else:
+        router = ModelRouter.from_config(
+            base_url=settings.upstream_base_url,
+            api_key=settings.upstream_api_key,
+            timeout=settings.upstream_timeout,
+            extra=settings.extra,
+        )
     embedder, search_mode = build_embedder(
         base_url=settings.embedding_base_url,
         model=settings.embedding_model,
@@ -85,6 +91,7 @@ def build_services(settings: Settings) -> Services:
         reap_interval=settings.reap_interval_seconds,
         context_tokens=settings.context_tokens,
         tools=tools,
+        stream_save_seconds=settings.stream_save_seconds,
     )
     return Services(
         db=db,
@@ -129,8 +136,10 @@ async def _bounded(what: str, step: Awaitable[None]) -> None:
         log.exception("shutdown: stopping %s failed; going on", what)
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Starlette:
-    services = services or build_services(settings)
+def create_app(
+    settings: Settings, services: Services | None = None, *, chat_model: ChatModel | None = None
+) -> Starlette:
+    services = services or build_services(settings, chat_model=chat_model)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -7,11 +7,11 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from assistantd import __version__
+from assistantd.clock import now
 from assistantd.diagnostics import is_loopback
 from assistantd.observability import tracing
 from assistantd.observability.logs import configure_logging
@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.keys_command == "revoke":
             from assistantd.store import keys as key_rows
 
-            if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, int(time.time()))):
+            if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, now())):
                 print(f"assistantd: no active key with id {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")

@@ -37,27 +37,10 @@ class NotFound(APIError):
         return cls(f"No {kind} found with id '{object_id}'.")
 
 
-class AuthenticationFailed(APIError):
-    status = 401
-    type = "invalid_request_error"
-
-
-class Conflict(APIError):
-    """The object changed state under the request (409)."""
-
-    status = 409
-    type = "invalid_request_error"
-
-
 class PayloadTooLarge(APIError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
-
-
-class MethodNotAllowed(APIError):
-    status = 405
-    type = "invalid_request_error"
 
 
 class ServiceUnavailable(APIError):

@@ -214,6 +214,11 @@ class Settings:
         'How long a new code interpreter session waits for the memory budget before the tool reports that the'
         ' server is busy.',
     )
+    stream_save_seconds: float = setting(
+        1.0,
+        'How often the text a run is streaming is saved into its open message; a process killed mid-answer '
+        'loses at most this much of it.',
+    )
 
     # The config file's [[upstreams]] and [aliases] tables (see SECTIONS), for the model router.
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -30,6 +30,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from assistantd.app import create_app
+from assistantd.llm.base import ChatModel
 from assistantd.settings import Settings, load_settings
 
 # A copy of shared/reference/openai-assistants-openapi.yaml (the wire contract, MIT notice in its header),
@@ -182,13 +183,14 @@ def _api_factory(stack: contextlib.ExitStack, backend: str, database_url: str, d
         key: str | None = DEFAULT_KEY,
         raise_server_exceptions: bool = True,
         extend: Callable[[Starlette], None] | None = None,
+        chat_model: ChatModel | None = None,
         **overrides: Any,
     ) -> Api:
         # No pre-started sandboxes: hundreds of apps come and go here; the tool starts one when used.
         values = {"data_dir": str(data_dir), "database_url": database_url, "code_interpreter_pool_size": 0,
                   **overrides}
         settings = load_settings(overrides=values, environ={})
-        app = create_app(settings)
+        app = create_app(settings, chat_model=chat_model)
         if extend is not None:
             extend(app)
         headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
@@ -203,8 +205,9 @@ def _api_factory(stack: contextlib.ExitStack, backend: str, database_url: str, d
 def make_api(backend: str, database_url: str, tmp_path: Path) -> Iterator[MakeApi]:
     """Build apps on this test's database. Keyword arguments are setting overrides; ``key`` sets the
     client's bearer key (``None`` for no Authorization header); ``extend`` may add routes before the
-    app starts; ``raise_server_exceptions`` goes to the TestClient. Apps made in one test share the
-    database and the data dir, and are shut down (lifespan exit) when the test ends."""
+    app starts; ``chat_model`` answers every model instead of the configured upstreams;
+    ``raise_server_exceptions`` goes to the TestClient. Apps made in one test share the database and
+    the data dir, and are shut down (lifespan exit) when the test ends."""
     with contextlib.ExitStack() as stack:
         yield _api_factory(stack, backend, database_url, tmp_path / "data")
 

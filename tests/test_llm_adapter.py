@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from assistantd.llm.base import ChatRequest, TextDelta, ToolCallDelta, UpstreamError, Usage
+from assistantd.llm.base import ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError, Usage
 from assistantd.llm.openai_compat import OpenAICompatModel
 
 
@@ -101,19 +101,13 @@ def test_unreachable_upstream_is_a_clear_error() -> None:
         _collect(f"http://127.0.0.1:{_free_port()}", ChatRequest(model="m", messages=[]))
 
 
-def test_complete_assembles_the_stream(upstream: str) -> None:
+def test_text_then_tool_calls_in_one_answer(upstream: str) -> None:
     _script(upstream, "adapter-full", {"text": "one two", "tool_calls": [{"name": "f", "arguments": "{}"}]})
-
-    async def go():
-        model = OpenAICompatModel(f"{upstream}/v1")
-        try:
-            return await model.complete(ChatRequest(model="adapter-full", messages=[]))
-        finally:
-            await model.aclose()
-
-    result = asyncio.run(go())
-    assert result.text == "one two"
-    assert result.tool_calls[0]["name"] == "f" and result.finish_reason == "tool_calls"
+    events = _collect(upstream, ChatRequest(model="adapter-full", messages=[]))
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "one two"
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert calls[0].name == "f" and "".join(c.arguments for c in calls) == "{}"
+    assert Finish("tool_calls") in events
 
 
 def _collect_with_timeout(url: str, model_name: str, timeout: float) -> list:

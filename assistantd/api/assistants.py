@@ -16,7 +16,7 @@ async def create(request: Request) -> Response:
 
 
 async def list_(request: Request) -> Response:
-    return ok_page(await services(request).assistants.list(project(request), page_query(request)))
+    return ok_page(await services(request).assistants.list_page(project(request), page_query(request)))
 
 
 async def retrieve(request: Request) -> Response:

@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from assistantd.errors import InvalidRequest
 from assistantd.protocol.validation import parse
+from assistantd.service.common import Page, PageQuery
 from assistantd.service.registry import Services
-from assistantd.store.objects import Page, PageQuery
 
 M = TypeVar("M", bound=BaseModel)
 

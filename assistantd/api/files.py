@@ -49,7 +49,7 @@ async def upload(request: Request) -> Response:
 async def list_(request: Request) -> Response:
     query = page_query(request, default_limit=10_000, max_limit=10_000)
     purpose = request.query_params.get("purpose") or None
-    return ok_page(await services(request).files.list(project(request), query, purpose))
+    return ok_page(await services(request).files.list_page(project(request), query, purpose))
 
 
 async def retrieve(request: Request) -> Response:

@@ -46,7 +46,7 @@ async def create_thread_and_run(request: Request) -> Response:
 
 async def list_(request: Request) -> Response:
     tid = request.path_params["thread_id"]
-    return ok_page(await services(request).runs.list(project(request), tid, page_query(request)))
+    return ok_page(await services(request).runs.list_page(project(request), tid, page_query(request)))
 
 
 async def retrieve(request: Request) -> Response:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 import orjson
 from starlette.responses import StreamingResponse
 
-from assistantd.engine.bus import Event, Subscription
+from assistantd.service.streams import Event, Subscription
 
 log = logging.getLogger("assistantd.api")
 

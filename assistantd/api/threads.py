@@ -45,7 +45,7 @@ async def list_threads(request: Request) -> Response:
                 f"Too many metadata filters: at most {MAX_METADATA_FILTERS}.", param="metadata", code="invalid_value"
             )
     assistant_id = request.query_params.get("assistant_id") or None
-    page = await services(request).threads.list(
+    page = await services(request).threads.list_page(
         project(request), page_query(request), assistant_id=assistant_id, metadata=metadata
     )
     return ok_page(page)
@@ -76,7 +76,7 @@ async def create_message(request: Request) -> Response:
 async def list_messages(request: Request) -> Response:
     tid = request.path_params["thread_id"]
     run_id = request.query_params.get("run_id") or None
-    page = await services(request).messages.list(project(request), tid, page_query(request), run_id)
+    page = await services(request).messages.list_page(project(request), tid, page_query(request), run_id)
     return ok_page(page)
 
 

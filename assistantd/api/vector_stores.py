@@ -19,7 +19,7 @@ from assistantd.protocol.vector_stores import (
     SearchVectorStore,
     UpdateVectorStoreFile,
 )
-from assistantd.store.vectors import STATUSES
+from assistantd.service.vector_stores import FILE_STATUSES
 
 # The SDK's poll helpers (create_and_poll, upload_and_poll) wait this long between polls instead of 1 s.
 POLL_AFTER_MS = "200"
@@ -32,9 +32,9 @@ def _polled(obj: dict[str, Any], in_progress: bool) -> Response:
 
 def _status_filter(request: Request) -> str | None:
     value = request.query_params.get("filter") or None
-    if value is not None and value not in STATUSES:
+    if value is not None and value not in FILE_STATUSES:
         raise InvalidRequest(
-            f"Invalid value: '{value}'. Supported values are: {', '.join(repr(s) for s in STATUSES)}.",
+            f"Invalid value: '{value}'. Supported values are: {', '.join(repr(s) for s in FILE_STATUSES)}.",
             param="filter",
             code="invalid_value",
         )
@@ -51,7 +51,7 @@ async def create(request: Request) -> Response:
 
 
 async def list_(request: Request) -> Response:
-    return ok_page(await services(request).vector_stores.list(project(request), page_query(request)))
+    return ok_page(await services(request).vector_stores.list_page(project(request), page_query(request)))
 
 
 async def retrieve(request: Request) -> Response:

@@ -7,20 +7,16 @@ take the run's fate, the lease is released, and the thread is unlocked in the sa
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from assistantd.clock import now
 from assistantd.ids import new_id
 from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
-
-
-def now() -> int:
-    return int(time.time())
 
 
 def new_step(run: dict[str, Any], details: dict[str, Any]) -> dict[str, Any]:
@@ -108,12 +104,18 @@ def close_run(
     *,
     last_error: dict[str, str] | None = None,
     incomplete_reason: str | None = None,
+    scan_open: bool = True,
 ) -> Closed:
+    """``scan_open=False`` when the caller knows the run left nothing open (its executor completing it)."""
     moment = now()
     closed = Closed()
-    for raw in conn.fetchall(
-        "SELECT data FROM messages WHERE run_id = ? AND project_id = ? AND thread_id = ? ORDER BY seq",
-        (run["id"], project, run["thread_id"]),
+    for raw in (
+        ()
+        if not scan_open
+        else conn.fetchall(
+            "SELECT data FROM messages WHERE run_id = ? AND project_id = ? AND thread_id = ? ORDER BY seq",
+            (run["id"], project, run["thread_id"]),
+        )
     ):
         message = orjson.loads(raw[0])
         if message["status"] != "in_progress":
@@ -129,7 +131,7 @@ def close_run(
         rows.replace(conn, rows.MESSAGES, project, message)
         closed.messages.append(message)
     step_status = _STEP_STATUS[status]
-    for step in run_rows.steps_of(conn, project, run["id"]):
+    for step in run_rows.steps_of(conn, project, run["id"]) if scan_open else ():
         if step["status"] != "in_progress":
             continue
         step["status"] = step_status

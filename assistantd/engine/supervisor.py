@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 
+from assistantd.clock import now
 from assistantd.engine.bus import EventBus, Subscription
+from assistantd.engine.executor import OpenMessage, RunExecutor
 from assistantd.engine.records import Closed, close_run
-from assistantd.engine.runner import RunJob
 from assistantd.llm.router import ModelRouter
 from assistantd.store import Conn, Database
 from assistantd.store import runs as run_rows
@@ -48,6 +49,7 @@ class Engine:
         reap_interval: float = 5.0,
         context_tokens: int = 128_000,
         tools: Mapping[str, BuiltinTool] | None = None,
+        stream_save_seconds: float = 1.0,
     ) -> None:
         self.db = db
         self.router = router
@@ -57,7 +59,9 @@ class Engine:
         self.reap_interval = reap_interval
         self.context_tokens = context_tokens
         self.tools: dict[str, BuiltinTool] = dict(tools or {})  # server-side tools by type
-        self._jobs: dict[str, tuple[RunJob, asyncio.Task[None]]] = {}
+        self.stream_save_seconds = stream_save_seconds
+        self._jobs: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
+        self._open_messages: set[OpenMessage] = set()
         self._background: list[asyncio.Task[None]] = []
 
     def lease_until(self) -> float:
@@ -76,7 +80,7 @@ class Engine:
     ) -> Subscription | None:
         """Execute a run this process has claimed. With ``subscribe``, follow its events from the first."""
         sub = self.bus.subscribe(run_id) if subscribe else None
-        job = RunJob(self, project, run_id)
+        job = RunExecutor(self, project, run_id)
         task = asyncio.create_task(job.execute(announce=announce, resumed_step=resumed_step), name=f"run-{run_id}")
         self._jobs[run_id] = (job, task)
         task.add_done_callback(lambda t: self._forget(run_id, t))
@@ -109,6 +113,7 @@ class Engine:
             asyncio.create_task(self._every(self.lease_seconds / 3, self._renew), name="lease-renew"),
             asyncio.create_task(self._every(CANCEL_POLL_SECONDS, self._poll_cancels), name="cancel-poll"),
             asyncio.create_task(self._every(self.reap_interval, self.reap), name="reaper"),
+            asyncio.create_task(self._every(self.stream_save_seconds, self.save_streamed), name="stream-save"),
         ]
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -140,6 +145,29 @@ class Engine:
             until = self.lease_until()
             await self.db.write(lambda c: run_rows.renew(c, ids, self.instance_id, until))
 
+    def watch_message(self, message: OpenMessage) -> None:
+        self._open_messages.add(message)
+
+    def unwatch_message(self, message: OpenMessage) -> None:
+        self._open_messages.discard(message)
+
+    async def save_streamed(self) -> None:
+        """Store the text streamed since the last save into every open message, in one transaction, so
+        a process killed mid-answer loses at most ``stream_save_seconds`` of it."""
+        dirty = [m for m in self._open_messages if m.dirty]
+        if not dirty:
+            return
+        batch = [(m, m.snapshot()) for m in dirty]
+        for message, _ in batch:
+            message.dirty = False
+
+        def tx(conn: Conn) -> list[bool]:
+            return [run_rows.save_partial(conn, m.project, m.message["id"], data, m.saved) for m, data in batch]
+
+        for (message, data), saved in zip(batch, await self.db.write(tx), strict=True):
+            if saved:
+                message.saved = data
+
     async def _poll_cancels(self) -> None:
         ids = [rid for rid, (job, _) in self._jobs.items() if not job.cancel_requested]
         if not ids:
@@ -152,7 +180,7 @@ class Engine:
     async def reap(self) -> None:
         """End runs whose executor died, and expire runs left waiting for tool outputs."""
         await self._end_orphans()
-        moment = int(time.time())
+        moment = now()
 
         def expire(conn: Conn) -> list[Closed]:
             return [close_run(conn, r.project, r.run, r.state, "expired") for r in run_rows.overdue(conn, moment)]

@@ -1,4 +1,4 @@
-"""The LLM seam: one request type, a stream of typed events, and a full response built from it."""
+"""The LLM seam: one request type and a stream of typed events."""
 
 from __future__ import annotations
 
@@ -51,14 +51,6 @@ class Finish:
 ChatEvent = TextDelta | ToolCallDelta | Usage | Finish
 
 
-@dataclass
-class ChatResult:
-    text: str = ""
-    tool_calls: list[dict[str, str]] = field(default_factory=list)  # {id, name, arguments}
-    usage: Usage | None = None
-    finish_reason: str = "stop"
-
-
 class UpstreamError(Exception):
     """The model provider failed. ``code`` is the run's ``last_error.code``."""
 
@@ -73,25 +65,6 @@ class ChatModel(abc.ABC):
     @abc.abstractmethod
     def stream(self, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         """Events of one model turn, in order. Raises ``UpstreamError`` on failure."""
-
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        """The whole turn at once, assembled from ``stream`` so both paths behave the same."""
-        result = ChatResult()
-        calls: dict[int, dict[str, str]] = {}
-        async for event in self.stream(request):
-            if isinstance(event, TextDelta):
-                result.text += event.text
-            elif isinstance(event, ToolCallDelta):
-                call = calls.setdefault(event.index, {"id": "", "name": "", "arguments": ""})
-                call["id"] = call["id"] or (event.id or "")
-                call["name"] = call["name"] or (event.name or "")
-                call["arguments"] += event.arguments
-            elif isinstance(event, Usage):
-                result.usage = event
-            elif isinstance(event, Finish):
-                result.finish_reason = event.reason
-        result.tool_calls = [calls[i] for i in sorted(calls)]
-        return result
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -31,6 +31,12 @@ class ObservedTool(BuiltinTool):
     def input_delta(self, arguments: str, fragment: str) -> dict[str, Any] | None:
         return self.inner.input_delta(arguments, fragment)
 
+    def check_arguments(self, tool: dict[str, Any], arguments: str) -> str | None:
+        return self.inner.check_arguments(tool, arguments)
+
+    def rejected(self, run: dict[str, Any], problem: str) -> ToolOutcome:
+        return self.inner.rejected(run, problem)
+
     async def invoke(self, ctx: ToolContext, arguments: str) -> ToolOutcome:
         attributes = {
             "assistantd.tool": self.type,

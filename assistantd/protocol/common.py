@@ -19,12 +19,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class Loose(BaseModel):
-    """For nested objects OpenAI documents loosely (e.g. JSON Schema documents): any extra keys kept."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-
-
 def _check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
     if value is None:
         return None

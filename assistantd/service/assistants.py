@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from assistantd.clock import now
 from assistantd.errors import NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.assistants import CreateAssistant, ModifyAssistant
 from assistantd.protocol.common import dump
 from assistantd.service import resources
-from assistantd.service.common import fetch, fetch_raw, now, page_or_400
+from assistantd.service.common import fetch, fetch_raw, page_or_400
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
 from assistantd.store.objects import Page, PageQuery
@@ -73,7 +74,7 @@ class AssistantService:
     async def retrieve_raw(self, project: str, assistant_id: str) -> str:
         return await self.db.read(lambda conn: fetch_raw(conn, rows.ASSISTANTS, project, KIND, assistant_id))
 
-    async def list(self, project: str, query: PageQuery) -> Page:
+    async def list_page(self, project: str, query: PageQuery) -> Page:
         return await self.db.read(lambda conn: page_or_400(conn, rows.ASSISTANTS, project, query, KIND))
 
     async def modify(self, project: str, assistant_id: str, req: ModifyAssistant) -> dict[str, Any]:

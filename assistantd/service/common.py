@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,9 +11,7 @@ from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store.objects import CursorNotFound, Page, PageQuery, Table
 
-
-def now() -> int:
-    return int(time.time())
+__all__ = ["Page", "PageQuery", "fetch", "fetch_raw", "page_or_400", "require_file", "require_files"]
 
 
 def require_files(conn: Conn, project: str, file_ids: Iterable[str], param: str) -> None:

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from assistantd.clock import now
 from assistantd.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from assistantd.ids import new_id
 from assistantd.protocol.files import MAX_EXPIRY_SECONDS, MIN_EXPIRY_SECONDS, UPLOAD_PURPOSES
-from assistantd.service.common import now, page_or_400
+from assistantd.service.common import page_or_400
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
 from assistantd.store import vectors as vector_rows
@@ -132,7 +133,7 @@ class FileService:
 
         return await self.db.read(tx)
 
-    async def list(self, project: str, query: PageQuery, purpose: str | None) -> Page:
+    async def list_page(self, project: str, query: PageQuery, purpose: str | None) -> Page:
         return await self.db.read(
             lambda conn: page_or_400(conn, rows.FILES, project, query, KIND, purpose=purpose)
         )

@@ -6,6 +6,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from assistantd.clock import now
 from assistantd.ids import new_id
 from assistantd.store import Database
 from assistantd.store import keys as key_rows
@@ -61,7 +62,7 @@ def create_key(db: Database, project: str, name: str) -> CreatedKey:
     key_id = new_id("key")
     db.write_sync(
         lambda conn: key_rows.insert(
-            conn, key_id=key_id, key=key, project=project, name=name, created_at=int(time.time())
+            conn, key_id=key_id, key=key, project=project, name=name, created_at=now()
         )
     )
     return CreatedKey(id=key_id, key=key, project=project)

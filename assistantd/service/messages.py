@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from assistantd.clock import now
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.common import dump
 from assistantd.protocol.threads import CreateMessage, ImageFilePart, ImageUrlPart, ModifyMessage, TextPart
-from assistantd.service.common import fetch, fetch_raw, now, page_or_400, require_file
+from assistantd.service.common import fetch, fetch_raw, page_or_400, require_file
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
@@ -133,7 +134,7 @@ class MessageService:
 
         return await self.db.read(tx)
 
-    async def list(self, project: str, thread_id: str, query: PageQuery, run_id: str | None = None) -> Page:
+    async def list_page(self, project: str, thread_id: str, query: PageQuery, run_id: str | None = None) -> Page:
         def tx(conn: Conn) -> Page:
             _require_thread(conn, project, thread_id)
             return page_or_400(conn, rows.MESSAGES, project, query, KIND, thread_id=thread_id, run_id=run_id)

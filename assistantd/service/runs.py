@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from assistantd.clock import now
 from assistantd.engine.bus import Subscription
 from assistantd.engine.records import close_run
+from assistantd.engine.state import RunState
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
@@ -20,7 +22,7 @@ from assistantd.protocol.runs import (
 )
 from assistantd.protocol.threads import CreateThread
 from assistantd.service import messages
-from assistantd.service.common import fetch, fetch_raw, now, page_or_400
+from assistantd.service.common import fetch, fetch_raw, page_or_400
 from assistantd.service.threads import ThreadService
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
@@ -127,7 +129,9 @@ class RunService:
                 messages.check_references(conn, project, m, f"additional_messages[{i}]")
             run = _build_run(req, assistant, thread_id, self.expiry, req.additional_instructions)
             created = run["created_at"]
-            self._insert_run(conn, project, run, {"include": include, "reasoning_effort": req.reasoning_effort})
+            self._insert_run(
+                conn, project, run, RunState(include=include, reasoning_effort=req.reasoning_effort).to_json()
+            )
             for m in req.additional_messages or []:
                 messages.insert(conn, project, messages.build(m, thread_id, created))
             return run
@@ -155,7 +159,7 @@ class RunService:
         def tx(conn: Conn) -> dict[str, Any]:
             assistant = _fetch_assistant(conn, project, req.assistant_id)
             run = _build_run(req, assistant, thread["id"], self.expiry, None)
-            self._insert_run(conn, project, run, {"include": []})
+            self._insert_run(conn, project, run, RunState().to_json())
             return run
 
         run = await self.db.write(tx)
@@ -169,7 +173,7 @@ class RunService:
 
         return await self.db.read(tx)
 
-    async def list(self, project: str, thread_id: str, query: PageQuery) -> Page:
+    async def list_page(self, project: str, thread_id: str, query: PageQuery) -> Page:
         def tx(conn: Conn) -> Page:
             _require_thread(conn, project, thread_id)
             return page_or_400(conn, rows.RUNS, project, query, KIND, thread_id=thread_id)
@@ -199,7 +203,7 @@ class RunService:
             if status == "requires_action":
                 # Nobody is executing it: it ends here.
                 return close_run(conn, project, record.run, record.state, "cancelled").run
-            if status not in ("queued", "in_progress"):
+            if status not in run_rows.CANCELLABLE_BY_EXECUTOR:
                 raise InvalidRequest(f"Cannot cancel run with status '{status}'.")
             record.run["status"] = "cancelling"
             if not run_rows.save(conn, project, record.run, expect=status):
@@ -226,7 +230,7 @@ class RunService:
             record = run_rows.load(conn, project, run_id, thread_id)
             if record is None:
                 raise NotFound.object(KIND, run_id)
-            run, state = record.run, record.state
+            run, state = record.run, RunState.from_json(record.state)
             if run["status"] != "requires_action" or not run.get("required_action"):
                 raise InvalidRequest(
                     f'Runs in status "{run["status"]}" do not accept tool outputs.', code="invalid_request"
@@ -256,15 +260,15 @@ class RunService:
                     code="invalid_value",
                 )
             outputs = {o.tool_call_id: o.output for o in req.tool_outputs}
-            step = fetch(conn, rows.STEPS, project, "run step", state["pending_step_id"], run_id=run_id)
+            step = fetch(conn, rows.STEPS, project, "run step", state.pending_step_id or "", run_id=run_id)
             for call in step["step_details"]["tool_calls"]:
                 if call["type"] == "function" and call["id"] in outputs:
                     call["function"]["output"] = outputs[call["id"]]
             step.update(status="completed", completed_at=now())
             run_rows.save_step(conn, project, step)
             run.update(status="queued", required_action=None)
-            state.pop("pending_step_id", None)
-            run_rows.save(conn, project, run, state)
+            state.pending_step_id = None
+            run_rows.save(conn, project, run, state.to_json())
             run_rows.claim(conn, run_id, self.engine.instance_id, self.engine.lease_until())
             return run, step
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from assistantd.clock import now
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.threads import CreateThread, ModifyThread
 from assistantd.service import messages, resources
-from assistantd.service.common import fetch, fetch_raw, now, page_or_400
+from assistantd.service.common import fetch, fetch_raw, page_or_400
 from assistantd.store import Conn, Database, thread_filters
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
@@ -61,7 +62,7 @@ class ThreadService:
     async def retrieve_raw(self, project: str, thread_id: str) -> str:
         return await self.db.read(lambda conn: fetch_raw(conn, rows.THREADS, project, KIND, thread_id))
 
-    async def list(
+    async def list_page(
         self, project: str, query: PageQuery, *, assistant_id: str | None = None, metadata: dict[str, str] | None = None
     ) -> Page:
         """Our extension (OpenAI has no list of threads): newest first, filtered by assistant and metadata."""

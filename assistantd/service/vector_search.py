@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from assistantd.clock import now
 from assistantd.errors import InvalidRequest, NotFound
-from assistantd.service.common import now
 from assistantd.store import Conn, Database
 from assistantd.store import vectors as vrows
 from assistantd.store.vector_index import MatrixIndex

@@ -2,13 +2,13 @@
 
 Attaching a file only queues it (``in_progress``); the ``Ingestor`` parses, chunks and embeds it in the
 background. A store's ``file_counts``, ``usage_bytes`` and ``status`` are counted from its files when
-read. Search is hybrid: a keyword list and a vector list per query, fused by reciprocal rank (see
-``tools/file_search/rank.py``), inside the stores searched and the files their attribute filter allows.
+read. Search is hybrid: a keyword list and a vector list per query, fused as a weighted sum of cosine
+and saturated keyword relevance (see ``tools/file_search/rank.py``), inside the stores searched and the
+files their attribute filter allows.
 """
 
 from __future__ import annotations
 
-import builtins
 import logging
 import time
 from collections.abc import Sequence
@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from assistantd.clock import now
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.common import ChunkingStrategy, StaticChunking, dump
@@ -27,7 +28,7 @@ from assistantd.protocol.vector_stores import (
     SearchVectorStore,
     UpdateVectorStoreFile,
 )
-from assistantd.service.common import now, page_or_400, require_file, require_files
+from assistantd.service.common import page_or_400, require_file, require_files
 from assistantd.service.ingestion import Ingestor
 from assistantd.service.vector_search import KIND, SearchHit, VectorSearch, expired_error, expiry, touch
 from assistantd.store import Conn, Database
@@ -37,6 +38,8 @@ from assistantd.store.objects import Page, PageQuery
 from assistantd.tools.file_search.chunk import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS
 from assistantd.tools.file_search.embed import Embedder
 from assistantd.tools.file_search.rank import rewrite
+
+FILE_STATUSES = vrows.STATUSES  # what a list of a store's files may be filtered by
 
 log = logging.getLogger("assistantd.vector_stores")
 
@@ -235,7 +238,7 @@ class VectorStoreService:
             raise NotFound.object(KIND, store_id)
         return present(row.obj, vrows.counts(conn, "vector_store_id", [store_id])[store_id])
 
-    async def list(self, project: str, query: PageQuery) -> Page:
+    async def list_page(self, project: str, query: PageQuery) -> Page:
         def tx(conn: Conn) -> Page:
             page = page_or_400(conn, vrows.STORES, project, query, KIND)
             objs = [orjson.loads(item) for item in page.items]
@@ -275,7 +278,7 @@ class VectorStoreService:
         """Stores past ``expires_at`` become ``expired`` and lose their index (the records stay)."""
         moment = now()
 
-        def tx(conn: Conn) -> builtins.list[str]:
+        def tx(conn: Conn) -> list[str]:
             done = []
             for project, store_id in vrows.due_to_expire(conn, moment):
                 row = vrows.get_store(conn, project, store_id, lock=True)
@@ -362,7 +365,7 @@ class VectorStoreService:
         return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 
     async def file_content(self, project: str, store_id: str, file_id: str) -> dict[str, Any]:
-        def tx(conn: Conn) -> builtins.list[str] | None:
+        def tx(conn: Conn) -> list[str] | None:
             return vrows.file_content(conn, self._file(conn, project, store_id, file_id).seq)
 
         segments = await self.db.read(tx)
@@ -466,7 +469,7 @@ class VectorStoreService:
     # --- search ----------------------------------------------------------------------------------
 
     async def search_page(self, project: str, store_id: str, req: SearchVectorStore) -> dict[str, Any]:
-        queries = [req.query] if isinstance(req.query, str) else builtins.list(req.query)
+        queries = [req.query] if isinstance(req.query, str) else list(req.query)
         if req.rewrite_query:
             queries = [rewrite(q) for q in queries]
         ranking = req.ranking_options
@@ -498,14 +501,14 @@ class VectorStoreService:
     async def search(
         self,
         project: str,
-        vector_store_ids: builtins.list[str],
-        queries: builtins.list[str],
+        vector_store_ids: list[str],
+        queries: list[str],
         *,
         max_num_results: int,
         score_threshold: float = 0.0,
         filters: dict[str, Any] | None = None,
         modes: Sequence[str] = ("keyword", "vector"),
-    ) -> builtins.list[SearchHit]:
+    ) -> list[SearchHit]:
         """The best chunks for the queries across the stores, best first, each scored in [0, 1] (see
         ``VectorSearch.search``): what a run's file_search tool calls."""
         return await self.searcher.search(
@@ -520,7 +523,7 @@ class VectorStoreService:
 
     # --- for runs --------------------------------------------------------------------------------
 
-    async def ensure_thread_store(self, project: str, thread_id: str, file_ids: builtins.list[str]) -> str:
+    async def ensure_thread_store(self, project: str, thread_id: str, file_ids: list[str]) -> str:
         """Files attached to a thread's messages for file_search go into the thread's store: the one its
         ``tool_resources`` names, or a new one that expires 7 days after its last activity."""
 
@@ -561,12 +564,12 @@ class VectorStoreService:
     async def wait_ready(
         self,
         project: str,
-        vector_store_ids: builtins.list[str],
+        vector_store_ids: list[str],
         timeout: float = 60,  # noqa: ASYNC109 - the run engine's contract: a bound, not a cancellation
     ) -> None:
         """Return once no file of these stores is in progress, or after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        ids = builtins.list(dict.fromkeys(vector_store_ids))
+        ids = list(dict.fromkeys(vector_store_ids))
         while True:
             pending = await self.db.read(lambda conn: vrows.in_progress_count(conn, project, ids))
             left = deadline - time.monotonic()

@@ -11,11 +11,20 @@ import orjson
 from assistantd.store import objects as rows
 from assistantd.store.base import Conn
 
-ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
+# The one list of run statuses by phase. (The partial index ``runs_one_active`` in schema.py spells
+# ACTIVE out too: a migration's DDL never changes once released.)
+ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")  # a run in these locks its thread
 TERMINAL = ("completed", "failed", "cancelled", "expired", "incomplete")
 EXECUTING = ("queued", "in_progress", "cancelling")  # statuses a server must hold a lease for
-_ACTIVE_SQL = "('queued', 'in_progress', 'requires_action', 'cancelling')"
-_EXECUTING_SQL = "('queued', 'in_progress', 'cancelling')"
+CANCELLABLE_BY_EXECUTOR = ("queued", "in_progress")  # a cancel marks these cancelling for their executor
+
+
+def _sql_list(statuses: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
+
+_ACTIVE_SQL = _sql_list(ACTIVE)
+_EXECUTING_SQL = _sql_list(EXECUTING)
 
 
 @dataclass
@@ -164,6 +173,18 @@ def thread_messages(conn: Conn, project: str, thread_id: str) -> list[dict[str, 
             "SELECT data FROM messages WHERE thread_id = ? AND project_id = ? ORDER BY seq", (thread_id, project)
         )
     ]
+
+
+def save_partial(conn: Conn, project: str, message_id: str, data: str, previous: str) -> bool:
+    """Store the text streamed so far into an open message, unless the message changed since ``previous``
+    was written (closed by its run meanwhile): a late partial save never overwrites a final one."""
+    return (
+        conn.execute(
+            "UPDATE messages SET data = ? WHERE id = ? AND project_id = ? AND data = ?",
+            (data, message_id, project, previous),
+        )
+        > 0
+    )
 
 
 def delete_for_thread(conn: Conn, project: str, thread_id: str) -> None:

@@ -7,6 +7,7 @@ use it, so objects created within one second still page correctly.
 
 from __future__ import annotations
 
+from assistantd.clock import now
 from assistantd.store.base import Conn
 
 # Dialect-specific spellings, substituted into the DDL below.
@@ -281,13 +282,7 @@ def migrate(conn: Conn) -> list[int]:
                 conn.execute(sql.format(**types))
         conn.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            (version, name, _now()),
+            (version, name, now()),
         )
         applied.append(version)
     return applied
-
-
-def _now() -> int:
-    import time
-
-    return int(time.time())

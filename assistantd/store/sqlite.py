@@ -8,6 +8,9 @@ upgrade). Readers each own a connection in their thread and, thanks to WAL, neve
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -18,7 +21,7 @@ import sqlean as sqlite3
 
 from assistantd.store.base import Conn, Database, Row, UniqueViolation
 from assistantd.store.schema import migrate
-from assistantd.store.workers import WorkerPool
+from assistantd.store.workers import WorkerPool, resolve_future
 
 T = TypeVar("T")
 
@@ -28,6 +31,12 @@ log = logging.getLogger("assistantd.sqlite")
 # pages at which the writer checkpoints itself (which is what lets the WAL start over: a background
 # checkpoint never finishes while writes keep coming).
 CHECKPOINT_SECONDS = 0.2
+# Writes queued together are committed together (group commit), each in its own savepoint, so one
+# that fails is undone alone. A commit writes every page a transaction touched to the WAL (and the
+# checkpoint copies it again), so 50 runs' small writes in one transaction cost the shared pages of
+# the runs, messages and steps tables and their indexes once instead of 50 times. Each caller still
+# hears of its write only after the COMMIT.
+MAX_GROUP_WRITES = 64
 WRITER_CHECKPOINT_PAGES = 10_000
 
 
@@ -77,6 +86,9 @@ class SQLiteDatabase(Database):
         self._writer: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._queued: collections.deque[tuple[Callable[[Conn], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]]
+        self._queued = collections.deque()
+        self._draining = False  # a drain of ``_queued`` is scheduled on the writer thread
         # Schema first, in the writer thread, before anything can read.
         self._writer_pool.run_sync(self._init_writer)
         self._stop = threading.Event()
@@ -149,7 +161,63 @@ class SQLiteDatabase(Database):
         return await self._reader_pool.run(self._read, fn)
 
     async def write(self, fn: Callable[[Conn], T]) -> T:
-        return await self._writer_pool.run(self._transaction, fn)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._queued.append((fn, loop, fut))
+            start, self._draining = not self._draining, True
+        if start:
+            try:
+                self._writer_pool.submit(self._drain)
+            except RuntimeError:
+                with self._lock:
+                    self._queued.clear()
+                    self._draining = False
+                raise
+        return await fut
+
+    def _drain(self) -> None:
+        """On the writer thread: commit what is queued, a group at a time, until nothing is."""
+        while True:
+            with self._lock:
+                if not self._queued:
+                    self._draining = False
+                    return
+                group = [self._queued.popleft() for _ in range(min(len(self._queued), MAX_GROUP_WRITES))]
+            live = [item for item in group if not item[2].cancelled()]  # nobody waits for the others
+            if live:
+                self._commit_group(live)
+
+    def _commit_group(
+        self, group: list[tuple[Callable[[Conn], Any], asyncio.AbstractEventLoop, asyncio.Future[Any]]]
+    ) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        if len(group) == 1:
+            try:
+                outcomes.append((True, self._transaction(group[0][0])))
+            except BaseException as exc:
+                outcomes.append((False, exc))
+        else:
+            assert self._writer is not None
+            conn = _SQLiteConn(self._writer)
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                for fn, _, _ in group:
+                    self._writer.execute("SAVEPOINT w")
+                    try:
+                        outcomes.append((True, fn(conn)))
+                    except BaseException as exc:
+                        self._writer.execute("ROLLBACK TO w")
+                        outcomes.append((False, exc))
+                    self._writer.execute("RELEASE w")
+                self._writer.execute("COMMIT")
+            except BaseException as exc:  # the transaction itself failed: none of it holds
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                outcomes = [(False, exc)] * len(group)
+        for (_, loop, fut), (ok, value) in zip(group, outcomes, strict=True):
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody awaits the answer
+                loop.call_soon_threadsafe(resolve_future, fut, ok, value)
 
     def write_sync(self, fn: Callable[[Conn], T]) -> T:
         return self._writer_pool.run_sync(self._transaction, fn)

@@ -30,7 +30,9 @@ BATCHES = Table("vector_store_file_batches", ("vector_store_id",))
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 INSERT_BATCH = 100  # chunk rows per INSERT statement
-HNSW_MIN_CHUNKS = 5_000  # PostgreSQL: below this many chunks an exact scan is about as fast, and exact
+# PostgreSQL: below this many chunks an exact scan is about as fast as the HNSW index, and exact (no
+# approximate-recall loss), so vector search uses the index only past it.
+HNSW_MIN_CHUNKS = 5_000
 # Keyword relevance is reported as s / (s + K), in [0, 1): K is the median score of the best keyword match
 # for the benchmark's 100 questions (bench/file_search_bench.py), so a typical best match gets about 0.5.
 # FTS5's BM25 (negated) and ts_rank with length normalisation live on very different scales.

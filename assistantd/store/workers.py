@@ -26,7 +26,7 @@ T = TypeVar("T")
 _STOP = object()
 
 
-def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+def resolve_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.cancelled():
         return
     if ok:
@@ -68,6 +68,12 @@ class WorkerPool:
         self._queue.put((fn, args, None, fut))
         return fut.result()
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` on a worker and do not wait for it (it reports its own outcome)."""
+        if self._closed:
+            raise RuntimeError("cannot run database calls after shutdown")
+        self._queue.put((fn, args, None, Future()))
+
     def shutdown(self) -> None:
         """Let queued calls finish, then stop the threads."""
         if self._closed:
@@ -108,5 +114,5 @@ def _work(q: queue.SimpleQueue[Any]) -> None:
         except BaseException as exc:
             ok, value = False, exc
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody awaits the answer
-            loop.call_soon_threadsafe(_resolve, fut, ok, value)
+            loop.call_soon_threadsafe(resolve_future, fut, ok, value)
         del item, fn, args, fut, value  # hold nothing (results, tracebacks) while idle

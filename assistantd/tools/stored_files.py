@@ -4,13 +4,13 @@ in the ``files`` table), the same objects ``/v1/files`` serves."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from assistantd.clock import now
 from assistantd.ids import new_id
 from assistantd.store import Database
 from assistantd.store import objects as rows
@@ -48,7 +48,7 @@ async def store_output(
         "id": file_id,
         "object": "file",
         "bytes": size,
-        "created_at": int(time.time()),
+        "created_at": now(),
         "expires_at": None,
         "filename": filename,
         "purpose": "assistants_output",

@@ -93,7 +93,13 @@ def start_held_run(client: openai.OpenAI, upstream: ScriptedUpstream, model: str
         run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": call.id, "output": "oat milk"}]
     )
     upstream.wait_requests(model, 2)
-    wait_for("the held answer's message", lambda: client.beta.threads.messages.list(thread.id, run_id=run.id).data)
+
+    def streamed_text_saved() -> bool:
+        # Saved while it streams (every --stream-save-seconds), so a kill -9 from here on keeps it.
+        found = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+        return bool(found and found[0].content and found[0].content[0].text.value == "Oat")  # type: ignore[union-attr]
+
+    wait_for("the held answer's first words in its stored message", streamed_text_saved)
     return thread.id, run.id, call.id
 
 
@@ -114,6 +120,7 @@ def check_ended_mid_answer(
     (message,) = client.beta.threads.messages.list(thread_id, run_id=run_id).data
     assert message.status == "incomplete" and message.incomplete_details.reason == "run_failed"  # type: ignore[union-attr]
     assert message.id == message_step.step_details.message_creation.message_id  # type: ignore[union-attr]
+    assert message.content[0].text.value == "Oat"  # type: ignore[union-attr]  # streamed before the kill
     return run
 
 

@@ -143,7 +143,7 @@ def combine(
     """Scores of one query's candidates: ``w * cosine + (1 - w) * keyword``, each part in [0, 1].
 
     ``keyword`` is the keyword list with its relevance already in [0, 1) (the store saturates BM25 or
-    ts_rank_cd), ``vector`` the cosine similarity of every candidate (of both lists) to the query; None
+    ts_rank), ``vector`` the cosine similarity of every candidate (of both lists) to the query; None
     when search runs on keywords alone, in which case the keyword relevance is the score.
     """
     if vector is None:

@@ -24,13 +24,6 @@ DESCRIPTION = (
 )
 
 
-class Hit(Protocol):
-    file_id: str
-    filename: str
-    score: float
-    content: str
-
-
 class SearchFn(Protocol):
     def __call__(
         self,
@@ -112,11 +105,26 @@ class FileSearchTool(BuiltinTool):
             if with_content:
                 result["content"] = [{"type": "text", "text": hit.content}]
             results.append(result)
+        sources = [{"file_id": h.file_id, "filename": h.filename, "content": h.content} for h in hits]
         return ToolOutcome(
-            output="",  # the engine numbers the markers, which need the call's place in the run
+            output=render(ctx.call_number, sources),
             details={"ranking_options": ranking, "results": results},
-            sources=[{"file_id": h.file_id, "filename": h.filename, "content": h.content} for h in hits],
+            citations={f"{ctx.call_number}:{i}": s["file_id"] for i, s in enumerate(sources)},
         )
+
+    def check_arguments(self, tool: dict[str, Any], arguments: str) -> str | None:
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("query"), str) and "queries" not in parsed:
+            return None  # some models name the field in the singular; invoke takes that too
+        return super().check_arguments(tool, arguments)
+
+    def rejected(self, run: dict[str, Any], problem: str) -> ToolOutcome:
+        options = _options(run)
+        ranking = {"ranker": options["ranker"], "score_threshold": options["score_threshold"]}
+        return ToolOutcome(output=problem, details={"ranking_options": ranking, "results": []})
 
 
 def _options(run: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,402 @@
+"""One execution of a run: from ``queued`` to a terminal state or ``requires_action``.
+
+The executor loads the run, drives the turn loop (``turns.py``) and does what its events ask: it
+persists them at step boundaries and publishes them on the bus as the API's stream events. Streamed
+text is saved by the engine every ``stream_save_seconds`` (one write for all open messages), so a killed
+process loses at most that much of it. Writes that change nothing a client could read before the run
+ends (closing the last message, then the run) are merged into one transaction. Every way out ends in
+``records.close_run`` or ``requires_action``, so no run is left active with nobody executing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from assistantd.clock import now
+from assistantd.engine.events import (
+    ContentAdded,
+    Event,
+    MessageClosed,
+    MessageOpened,
+    RequiresAction,
+    RunFinished,
+    StepCompleted,
+    TextDelta,
+    ToolCallStarted,
+    ToolInputDelta,
+    ToolOutput,
+    ToolStepOpened,
+    TurnFinished,
+)
+from assistantd.engine.records import Closed, close_run, text_block
+from assistantd.engine.state import RunState
+from assistantd.engine.turns import RunContext, TurnLoop
+from assistantd.llm.base import UpstreamError
+from assistantd.llm.router import NoRoute
+from assistantd.observability.hooks import log_run_ended, run_span
+from assistantd.store import Conn
+from assistantd.store import objects as rows
+from assistantd.store import runs as run_rows
+
+if TYPE_CHECKING:
+    from assistantd.engine.supervisor import Engine
+
+log = logging.getLogger("assistantd.engine")
+
+Write = Callable[[Conn], None]
+
+
+class _Cancelled(Exception):
+    """A cancel won the race for the run's status."""
+
+
+class OpenMessage:
+    """The message being streamed, as the engine's periodic partial save sees it."""
+
+    def __init__(self, project: str, message: dict[str, Any]) -> None:
+        self.project = project
+        self.message = message
+        self.saved = rows.dumps(message)  # what the row holds now
+        self.text: list[str] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.dirty = False
+
+    def snapshot(self) -> str:
+        message = {**self.message, "content": [text_block("".join(self.text))]}
+        message["content"][0]["text"]["annotations"] = list(self.annotations)
+        return rows.dumps(message)
+
+
+class RunExecutor:
+    def __init__(self, engine: Engine, project: str, run_id: str) -> None:
+        self.engine = engine
+        self.db = engine.db
+        self.project = project
+        self.run_id = run_id
+        self.run: dict[str, Any] = {}
+        self.state = RunState()
+        self.loop: TurnLoop | None = None
+        self.open_message: OpenMessage | None = None
+        self.cancel_requested = False
+        self.shutting_down = False
+        self.started = False  # a task cancelled before its first step never runs its own handlers
+        self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
+        self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
+
+    # --- events out -------------------------------------------------------------------------------
+
+    def emit(self, name: str, data: Any) -> None:
+        # Serialized now: the objects keep changing after the event is sent.
+        self.engine.bus.publish(self.run_id, name, orjson.dumps(data))
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def execute(self, *, announce: bool, resumed_step: dict[str, Any] | None) -> None:
+        self.started = True
+        try:
+            begun = await self.db.write(self._begin)
+            if begun is None:
+                return  # deleted before it started
+            queued, context = begun
+            if announce:
+                self.emit("thread.run.created", queued or self.run)
+            if resumed_step is not None:
+                self.emit("thread.run.step.completed", resumed_step)
+            self.emit("thread.run.queued", queued or self.run)
+            if queued is None or context is None:
+                await self._end(RunFinished("cancelled"))  # a cancel landed before we started
+                return
+            self.emit("thread.run.in_progress", self.run)
+            # Model and tool call spans nest under the run's span (observability/hooks.py).
+            with run_span(
+                project=self.project, thread_id=self.run["thread_id"], run_id=self.run_id, model=self.run["model"]
+            ):
+                route = self.engine.router.resolve(self.run["model"])
+                self.loop = TurnLoop(
+                    project=self.project,
+                    run=self.run,
+                    state=self.state,
+                    context=context,
+                    model=route.model,
+                    upstream_model=route.upstream_model,
+                    tools=self.engine.tools,
+                    context_tokens=self.engine.context_tokens,
+                )
+                async with contextlib.aclosing(self.loop.events()) as events:  # type: ignore[type-var]
+                    async for event in events:
+                        if isinstance(event, RunFinished):
+                            await self._end(event)
+                            return
+                        if await self._handle(event):
+                            return
+        except _Cancelled:
+            await self._end(RunFinished("cancelled"))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # finish the bookkeeping below before the task ends
+            if self.cancel_requested and not self.shutting_down:
+                await self._end(RunFinished("cancelled"))
+            else:
+                await self._end(
+                    RunFinished(
+                        "failed",
+                        last_error={
+                            "code": "server_error",
+                            "message": "The server was shut down while this run was in progress.",
+                        },
+                    )
+                )
+        except UpstreamError as exc:
+            await self._end(RunFinished("failed", last_error={"code": exc.code, "message": exc.message}))
+        except NoRoute as exc:
+            await self._end(RunFinished("failed", last_error={"code": "server_error", "message": str(exc)}))
+        except Exception:
+            log.exception("run %s failed on an internal error", self.run_id)
+            await self._end(
+                RunFinished(
+                    "failed",
+                    last_error={
+                        "code": "server_error",
+                        "message": "The server had an internal error while executing this run.",
+                    },
+                )
+            )
+        finally:
+            self._forget_message()
+            self.engine.bus.end(self.run_id)
+
+    def _begin(self, conn: Conn) -> tuple[dict[str, Any] | None, RunContext | None] | None:
+        """Load the run, mark it in_progress and read what its first model call needs, in one transaction.
+
+        Returns the run as it was while queued (what the ``created``/``queued`` events show) and the
+        context; (None, None) when a cancel got there first; None when the run is gone.
+        """
+        record = run_rows.load(conn, self.project, self.run_id)
+        if record is None:
+            return None
+        self.run, self.state = record.run, RunState.from_json(record.state)
+        if record.run["status"] != "queued":
+            return None, None
+        started = {**record.run, "status": "in_progress", "started_at": record.run["started_at"] or now()}
+        if not run_rows.save(conn, self.project, started, expect="queued"):
+            return None, None
+        queued, self.run = record.run, started
+        thread_id = started["thread_id"]
+        context = RunContext(
+            messages=run_rows.thread_messages(conn, self.project, thread_id),
+            steps=run_rows.steps_of(conn, self.project, self.run_id),
+            thread=rows.get(conn, rows.THREADS, self.project, thread_id) or {"id": thread_id},
+            assistant=rows.get(conn, rows.ASSISTANTS, self.project, started["assistant_id"]) or {},
+        )
+        return queued, context
+
+    # --- the loop's events ------------------------------------------------------------------------
+
+    async def _handle(self, event: Event) -> bool:
+        """Persist and publish one event; True when the execution is over (requires_action)."""
+        if isinstance(event, TextDelta):
+            self._on_text(event)
+            return False
+        if isinstance(event, ToolCallStarted | ToolInputDelta | ToolOutput):
+            self._step_delta(event.step_id, event.call)
+            return False
+        if isinstance(event, ContentAdded):
+            delta = {"content": event.blocks}
+            self.emit(
+                "thread.message.delta", {"id": event.message_id, "object": "thread.message.delta", "delta": delta}
+            )
+            return False
+        if isinstance(event, TurnFinished):
+            return False
+        if isinstance(event, MessageClosed):
+            # Saved with whatever comes next (usually the run's end): one write, not two.
+            self._forget_message()
+            message, step = event.message, event.step
+
+            def close(conn: Conn) -> None:
+                rows.replace(conn, rows.MESSAGES, self.project, message)
+                run_rows.save_step(conn, self.project, step)
+
+            self._defer(
+                close,
+                [(f"thread.message.{message['status']}", message), ("thread.run.step.completed", step)],
+            )
+            return False
+        await self._flush()
+        if isinstance(event, MessageOpened):
+            await self._open_message(event)
+        elif isinstance(event, ToolStepOpened):
+            step = event.step
+            await self.db.write(lambda c: run_rows.insert_step(c, self.project, step))
+            self.emit("thread.run.step.created", step)
+            self.emit("thread.run.step.in_progress", step)
+        elif isinstance(event, StepCompleted):
+            step, run, state = event.step, self.run, self.state.to_json()
+
+            def done(conn: Conn) -> None:
+                run_rows.save_step(conn, self.project, step)
+                run_rows.save(conn, self.project, run, state)
+
+            await self.db.write(done)
+            self.emit("thread.run.step.completed", step)
+        elif isinstance(event, RequiresAction):
+            await self._requires_action(event)
+            return True
+        return False
+
+    def _defer(self, write: Write, events: list[tuple[str, Any]]) -> None:
+        self._deferred.append((write, [(name, orjson.dumps(data)) for name, data in events]))
+
+    async def _flush(self, extra: Callable[[Conn], Any] | None = None) -> Any:
+        # Dropped only once written: if this write is interrupted (a cancel), the run's closing write
+        # does them again (they are idempotent updates).
+        deferred = list(self._deferred)
+        if not deferred and extra is None:
+            return None
+
+        def tx(conn: Conn) -> Any:
+            for write, _ in deferred:
+                write(conn)
+            return extra(conn) if extra is not None else None
+
+        result = await self.db.write(tx)
+        del self._deferred[: len(deferred)]
+        for _, events in deferred:
+            for name, data in events:
+                self.engine.bus.publish(self.run_id, name, data)
+        return result
+
+    async def _open_message(self, event: MessageOpened) -> None:
+        message, step = event.message, event.step
+
+        def tx(conn: Conn) -> None:
+            run_rows.insert_step(conn, self.project, step)
+            rows.insert(
+                conn, rows.MESSAGES, self.project, message, thread_id=message["thread_id"], run_id=message["run_id"]
+            )
+
+        await self.db.write(tx)
+        self.open_message = OpenMessage(self.project, message)
+        self.engine.watch_message(self.open_message)
+        self.emit("thread.run.step.created", step)
+        self.emit("thread.run.step.in_progress", step)
+        self.emit("thread.message.created", message)
+        self.emit("thread.message.in_progress", message)
+
+    def _forget_message(self) -> None:
+        if self.open_message is not None:
+            self.engine.unwatch_message(self.open_message)
+            self.open_message = None
+
+    def _on_text(self, event: TextDelta) -> None:
+        part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": event.value}}
+        if event.annotations is not None:
+            part["text"]["annotations"] = event.annotations
+        self.emit(
+            "thread.message.delta",
+            {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}},
+        )
+        open_message = self.open_message
+        if open_message is not None:
+            open_message.text.append(event.value)
+            for note in event.annotations or ():
+                open_message.annotations.append({k: v for k, v in note.items() if k != "index"})
+            open_message.dirty = True
+
+    def _step_delta(self, step_id: str, call: dict[str, Any]) -> None:
+        self.emit(
+            "thread.run.step.delta",
+            {
+                "id": step_id,
+                "object": "thread.run.step.delta",
+                "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
+            },
+        )
+
+    async def _requires_action(self, event: RequiresAction) -> None:
+        step, run = event.step, self.run
+        run["status"] = "requires_action"
+        run["required_action"] = event.required_action
+        state = self.state.to_json()
+
+        def tx(conn: Conn) -> None:
+            run_rows.save_step(conn, self.project, step)
+            # Persisted before the event goes out: a client may submit outputs the moment it sees it.
+            if not run_rows.save(conn, self.project, run, state, release=True, expect="in_progress"):
+                raise _Cancelled()  # rolls the step back too; the cancel wins
+
+        try:
+            await self.db.write(tx)
+        except _Cancelled:
+            # The step stays open: it is closed as cancelled with the run.
+            run["status"], run["required_action"] = "in_progress", None
+            if self.loop is not None:
+                self.loop.tool_step = step
+            raise
+        self.emit("thread.run.requires_action", run)
+
+    # --- the end ------------------------------------------------------------------------------
+
+    async def _end(self, finished: RunFinished) -> None:
+        self.ending = True
+        status = finished.status
+        if status == "cancelled" and self.run:
+            self.run["status"] = "cancelling"
+            self.emit("thread.run.cancelling", self.run)
+        self._forget_message()
+        pending, pending_step = self.loop.unfinished() if self.loop is not None else (None, None)
+        state = self.state.to_json()
+
+        def tx(conn: Conn) -> Closed:
+            if pending is not None:
+                rows.replace(conn, rows.MESSAGES, self.project, pending)
+            if pending_step is not None:
+                # Its calls were streamed: the stored step keeps them when it is closed with the run.
+                run_rows.save_step(conn, self.project, pending_step)
+            current = run_rows.load(conn, self.project, self.run_id)
+            if current is None or current.run["status"] in run_rows.TERMINAL:
+                return Closed()  # already ended (deleted, or closed by a reaper): nothing to overwrite
+            return close_run(
+                conn,
+                self.project,
+                current.run,
+                state,
+                status,
+                last_error=finished.last_error,
+                incomplete_reason=finished.incomplete_reason,
+                # Completed by the loop: its messages and steps are closed (in this transaction).
+                scan_open=status != "completed" or pending is not None or pending_step is not None,
+            )
+
+        try:
+            closed: Closed = await self._flush(tx)
+        except Exception:
+            # The lease lapses and the reaper ends the run; nothing else can be done from here.
+            log.exception("run %s could not be closed as %s", self.run_id, status)
+            return
+        self._announce(closed)
+        log_run_ended(
+            project=self.project,
+            thread_id=self.run.get("thread_id", ""),
+            run_id=self.run_id,
+            model=self.run.get("model", ""),
+            status=status,
+            started_at=self.run.get("started_at") or self.run.get("created_at"),
+            last_error=finished.last_error,
+        )
+
+    def _announce(self, closed: Closed) -> None:
+        for message in closed.messages:
+            self.emit(f"thread.message.{message['status']}", message)
+        for step in closed.steps:
+            self.emit(f"thread.run.step.{step['status']}", step)
+        if closed.run:
+            self.run = closed.run
+            self.emit(f"thread.run.{closed.run['status']}", closed.run)
