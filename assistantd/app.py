@@ -33,8 +33,10 @@ from assistantd.store import open_database
 from assistantd.store.blobs import LocalBlobStore
 from assistantd.tools.code_interpreter import CodeInterpreter, sandbox_config_from_settings
 from assistantd.tools.code_interpreter.tool import CodeInterpreterTool
-from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer
+from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer_file
+from assistantd.tools.file_search.parse import Limits
 from assistantd.tools.file_search.tool import FileSearchTool
+from assistantd.tools.file_search.worker import ReaderConfig, ReaderPool
 
 log = logging.getLogger("assistantd")
 
@@ -56,7 +58,21 @@ def build_services(settings: Settings) -> Services:
         api_key=settings.embedding_api_key,
         local=settings.local_embeddings,
     )
-    ingestor = Ingestor(db, blobs, tokenizer=chunk_tokenizer(), embedder=embedder, workers=settings.ingest_workers)
+    readers = ReaderPool(
+        ReaderConfig(
+            limits=Limits(
+                max_chars=settings.ingest_max_chars,
+                max_unzipped_bytes=settings.ingest_max_unzipped_mb * 1024 * 1024,
+                max_zip_ratio=settings.ingest_max_zip_ratio,
+            ),
+            max_chunks=settings.ingest_max_chunks,
+            memory_mb=settings.ingest_worker_memory_mb,
+            timeout_seconds=settings.ingest_file_timeout_seconds,
+            tokenizer_json=str(tokenizer_file) if (tokenizer_file := chunk_tokenizer_file()) else None,
+        ),
+        keep=settings.ingest_workers,
+    )
+    ingestor = Ingestor(db, blobs, readers=readers, embedder=embedder, workers=settings.ingest_workers)
     vector_stores = VectorStoreService(db, ingestor, embedder=embedder, mode=search_mode)
     threads = ThreadService(db, attach=vector_stores.ensure_thread_store)
     interpreter = CodeInterpreter(sandbox_config_from_settings(settings))

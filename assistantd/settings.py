@@ -109,8 +109,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("embedding_api_key", str, "", "The key sent to the embedding endpoint (never logged)."),
     Setting("local_embeddings", bool, True, "Embed with the bundled all-MiniLM-L6-v2 (no network) when no endpoint "
             "is set; off: file search on keywords alone."),
-    Setting("ingest_workers", int, 1, "Files processed for vector stores at once (each takes about one CPU core); "
-            "0: this server processes none (another replica does)."),
+    Setting("ingest_workers", int, 2, "Files processed for vector stores at once, each read in a process of its "
+            "own (each takes about one CPU core); 0: this server processes none (another replica does)."),
+    Setting("ingest_worker_memory_mb", int, 1024, "Address space of each process that reads (parses and chunks) a "
+            "file for file search, in MB; a file that needs more fails with invalid_file."),
+    Setting("ingest_file_timeout_seconds", float, 300.0, "Wall-clock seconds reading (parsing and chunking) one "
+            "file may take; past it the reader is killed and the file fails with invalid_file."),
+    Setting("ingest_max_chars", int, 20_000_000, "Characters of text one file may hold (about 5M tokens); checked "
+            "while the file is read, so a larger file fails early with invalid_file."),
+    Setting("ingest_max_chunks", int, 100_000, "Chunks one file may be split into; past it the file fails with "
+            "invalid_file."),
+    Setting("ingest_max_unzipped_mb", int, 256, "What the parts of a .docx or .pptx may unpack to in all, in MB, "
+            "read from its zip directory before anything is unpacked."),
+    Setting("ingest_max_zip_ratio", int, 100, "How many times its packed size a part (over 1 MB) of a .docx or "
+            ".pptx may unpack to; a higher ratio marks a zip bomb."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -151,7 +163,13 @@ class Settings:
     embedding_model: str = "text-embedding-3-small"
     embedding_api_key: str = ""
     local_embeddings: bool = True
-    ingest_workers: int = 1
+    ingest_workers: int = 2
+    ingest_worker_memory_mb: int = 1024
+    ingest_file_timeout_seconds: float = 300.0
+    ingest_max_chars: int = 20_000_000
+    ingest_max_chunks: int = 100_000
+    ingest_max_unzipped_mb: int = 256
+    ingest_max_zip_ratio: int = 100
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

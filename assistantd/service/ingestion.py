@@ -27,10 +27,10 @@ from assistantd.store import Database
 from assistantd.store import vectors as vrows
 from assistantd.store.base import Conn
 from assistantd.store.blobs import BlobStore
-from assistantd.tools.file_search.chunk import Tokenizer
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
 from assistantd.tools.file_search.parse import ParseError
 from assistantd.tools.file_search.pipeline import Processed, Stopped, process
+from assistantd.tools.file_search.worker import ReaderPool
 
 log = logging.getLogger("assistantd.ingest")
 
@@ -45,14 +45,14 @@ class Ingestor:
         db: Database,
         blobs: BlobStore,
         *,
-        tokenizer: Tokenizer,
+        readers: ReaderPool,
         embedder: Embedder | None,
         workers: int = 1,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.db = db
         self.blobs = blobs
-        self.tokenizer = tokenizer
+        self.readers = readers
         self.embedder = embedder
         self.workers = max(0, workers)  # 0: this server leaves ingestion to other replicas
         self.lease_seconds = lease_seconds
@@ -96,6 +96,7 @@ class Ingestor:
             await asyncio.wait(self._tasks, timeout=10)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.readers.close)
         if self.workers:
             # Files we were processing go back to the queue now, not when our leases lapse.
             with contextlib.suppress(Exception):
@@ -198,7 +199,7 @@ class Ingestor:
                         job.filename,
                         max_tokens=int(static["max_chunk_size_tokens"]),
                         overlap=int(static["chunk_overlap_tokens"]),
-                        tokenizer=self.tokenizer,
+                        readers=self.readers,
                         embedder=self.embedder,
                         stop=stop,
                     ),

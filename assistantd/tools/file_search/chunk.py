@@ -25,6 +25,7 @@ AUTO_MAX_TOKENS = 800
 AUTO_OVERLAP_TOKENS = 400
 MIN_GRID = 48  # below this, windows on a shared grid would be too short to embed well
 MAX_WORD_SHIFT = 16  # how far a chunk edge may move back to avoid splitting a word
+ENCODE_PIECE = 1 << 20  # characters given to the model's tokenizer at a time
 
 
 class Tokenizer(Protocol):
@@ -39,13 +40,26 @@ class WordPieceTokenizer:
     def __init__(self, tokenizer_json: Path) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
+        self.path = tokenizer_json  # reader processes load their own copy from here
         self._tok = HFTokenizer.from_file(str(tokenizer_json))
         self._tok.no_truncation()
         self._tok.no_padding()
 
     def spans(self, text: str) -> list[tuple[int, int, bool]]:
-        enc = self._tok.encode(text, add_special_tokens=False)
-        return [(s, e, not t.startswith("##")) for (s, e), t in zip(enc.offsets, enc.tokens, strict=True)]
+        # A piece at a time, cut at whitespace (where the model's pre-tokenizer splits anyway): encoding a
+        # whole 20M-character text at once needs gigabytes inside the tokenizer.
+        out: list[tuple[int, int, bool]] = []
+        start, n = 0, len(text)
+        while start < n:
+            end = min(n, start + ENCODE_PIECE)
+            if end < n:
+                cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+                end = cut + 1 if cut > start else end
+            enc = self._tok.encode(text[start:end], add_special_tokens=False)
+            pairs = zip(enc.offsets, enc.tokens, strict=True)
+            out.extend((start + s, start + e, not t.startswith("##")) for (s, e), t in pairs)
+            start = end
+        return out
 
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
