@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import query
 from file_search_support import create_store, make_docx, make_pptx, upload, wait_file, wait_store
+from starlette.testclient import TestClient
 
+from assistantd.app import create_app
+from assistantd.settings import load_settings
 from assistantd.tools.file_search.parse import html_to_text
 
 if TYPE_CHECKING:
@@ -248,6 +252,33 @@ def test_slow_file_in_one_slot_never_delays_another_projects_file(make_api: Make
     assert c.get(f"/v1/vector_stores/{vs}/files/{slow}").json()["status"] == "in_progress"
     # Deleting it stops its reader at once (the test need not wait for it).
     assert c.delete(f"/v1/vector_stores/{vs}/files/{slow}").json()["deleted"] is True
+
+
+# --- shutdown ------------------------------------------------------------------------------------
+
+
+def test_graceful_shutdowns_are_not_failed_attempts(database_url: str, tmp_path: Path, many_shapes_pptx: bytes) -> None:
+    """Four servers in a row stop (gracefully) while reading the same slow file: it stays queued with no
+    attempt counted, where the fourth restart used to fail it as a file that keeps killing its server."""
+    overrides = {"data_dir": str(tmp_path / "data"), "database_url": database_url, "ingest_max_zip_ratio": 1_000_000}
+    settings = load_settings(overrides=overrides, environ={})
+    vs = file_id = ""
+    for restart in range(4):
+        with TestClient(create_app(settings), headers={"Authorization": "Bearer sk-x"}) as client:
+            if not restart:
+                file_id = upload(client, "shapes.pptx", many_shapes_pptx)
+                vs = create_store(client, file_ids=[file_id])["id"]
+            end = time.monotonic() + 60
+            while not query(database_url, "SELECT 1 FROM vector_store_files WHERE lease_owner IS NOT NULL"):
+                assert time.monotonic() < end, "the file was never claimed"
+                time.sleep(0.05)
+        # stopped mid-file: the claim is given back, and not counted
+        assert query(database_url, "SELECT status, attempts, lease_owner FROM vector_store_files") == [
+            ("in_progress", 0, None)
+        ]
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer sk-x"}) as client:
+        assert client.get(f"/v1/vector_stores/{vs}/files/{file_id}").json()["status"] == "in_progress"
+        client.delete(f"/v1/vector_stores/{vs}/files/{file_id}")
 
 
 @pytest.fixture(autouse=True)

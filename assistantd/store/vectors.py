@@ -360,9 +360,11 @@ def release_all(conn: Conn, *, not_owner: str) -> int:
 
 
 def release_mine(conn: Conn, owner: str) -> int:
-    """Give back the files this server was processing (it is shutting down)."""
+    """Give back the files this server was processing (it is shutting down gracefully). Their claim does
+    not count as an attempt: only a server that dies mid-file should bring a file closer to failing."""
     return conn.execute(
-        "UPDATE vector_store_files SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? "
+        "UPDATE vector_store_files SET lease_owner = NULL, lease_until = NULL, "
+        "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE lease_owner = ? "
         "AND status = 'in_progress'",
         (owner,),
     )
