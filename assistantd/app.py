@@ -16,12 +16,12 @@ from assistantd.api import assistants, files, health, models, runs, threads, vec
 from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
+from assistantd.engine.ingestion import Ingestor
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
 from assistantd.llm.router import ModelRouter
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
-from assistantd.service.ingestion import Ingestor
 from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
 from assistantd.service.registry import Services
