@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import threading
 import time
 import zipfile
@@ -235,6 +234,15 @@ def test_slow_file_in_one_slot_never_delays_another_projects_file(make_api: Make
     while not api.sql("SELECT 1 FROM vector_store_files WHERE id = ? AND lease_owner IS NOT NULL", (slow,)):
         assert time.monotonic() < end, "the deck was never claimed"
         time.sleep(0.05)
+    # The reader holds none of the server's secrets (keys, database URL): only what Python needs to start.
+    while not (readers := _readers(str(os.getpid()))):  # claimed first, then handed to a reader
+        assert time.monotonic() < end, "no reader was started"
+        time.sleep(0.05)
+    [reader] = readers
+    names = {item.split(b"=", 1)[0].decode() for item in (reader / "environ").read_bytes().split(b"\0") if item}
+    assert names <= {"PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HOME", "LANG", "LC_ALL", "TMPDIR",
+                     "RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                     "RUST_BACKTRACE"}, names  # fmt: skip
     other = {"Authorization": "Bearer key-b"}
     form = {"purpose": "assistants"}
     r = c.post("/v1/files", files={"file": ("tiny.txt", b"twelve bytes")}, data=form, headers=other)
@@ -285,18 +293,18 @@ def test_graceful_shutdowns_are_not_failed_attempts(database_url: str, tmp_path:
 def _no_leftover_readers() -> Iterator[None]:
     yield
     # Every reader a test's server started is gone once that server has stopped (no orphans).
-    mine = str(os.getpid())
-    assert not re.search(r"file_search\.worker", _children(mine)), _children(mine)
+    assert _readers(str(os.getpid())) == []
 
 
-def _children(pid: str) -> str:
+def _readers(pid: str) -> list[Path]:
+    """The /proc entries of this process's children that are file readers."""
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
-                if stat.rsplit(")", 1)[1].split()[1] == pid:
-                    out.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                if parent == pid and b"file_search.worker" in (entry / "cmdline").read_bytes():
+                    out.append(entry)
             except OSError:
                 continue
-    return "\n".join(out)
+    return out

@@ -405,17 +405,21 @@ def _docx(path: Path, filename: str, limits: Limits) -> list[str]:
         raise
     lines: list[str] = []
     count = 0
+
+    def add(line: str) -> None:
+        nonlocal count
+        count += len(line) + 1
+        _check_chars(count, filename, limits.max_chars)
+        lines.append(line)
+
     # Body paragraphs and tables in document order.
     for block in document.element.body.iterchildren():
         if block.tag == qn("w:p"):
-            lines.append("".join(t.text or "" for t in block.iter(qn("w:t"))))
+            add("".join(t.text or "" for t in block.iter(qn("w:t"))))
         elif block.tag == qn("w:tbl"):
             for row in block.iter(qn("w:tr")):
-                cells = ["".join(t.text or "" for t in cell.iter(qn("w:t"))) for cell in row.iter(qn("w:tc"))]
-                lines.append("\t".join(cells))
-            lines.append("")
-        count += len(lines[-1]) + 1 if lines else 0
-        _check_chars(count, filename, limits.max_chars)
+                add("\t".join("".join(t.text or "" for t in cell.iter(qn("w:t"))) for cell in row.iter(qn("w:tc"))))
+            add("")
     return ["\n".join(lines)]
 
 

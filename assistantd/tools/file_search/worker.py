@@ -35,6 +35,7 @@ from assistantd.tools.file_search.parse import Limits, ParseError, parse
 log = logging.getLogger("assistantd.ingest")
 
 _HEADER = struct.Struct(">Q")
+_PASSED_ENV = frozenset({"PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "HOME", "LANG", "LC_ALL", "TMPDIR"})
 POLL_SECONDS = 0.2  # how often a waiting slot looks at its stop flag (a cancelled or deleted file)
 
 
@@ -140,7 +141,9 @@ class _Reader:
     @classmethod
     def start(cls, config: ReaderConfig) -> _Reader:
         env = {
-            **os.environ,
+            # Only what Python needs to start: the server's keys (API, upstream, database) stay out of
+            # reach of whatever a document might make its parser do.
+            **{k: v for k, v in os.environ.items() if k in _PASSED_ENV},
             # One thread each: every thread's stack and malloc arena count against the address-space limit.
             "RAYON_NUM_THREADS": "1",
             "TOKENIZERS_PARALLELISM": "false",
