@@ -115,8 +115,8 @@ SETTINGS: tuple[Setting, ...] = (
             "file for file search, in MB; a file that needs more fails with invalid_file."),
     Setting("ingest_file_timeout_seconds", float, 300.0, "Wall-clock seconds reading (parsing and chunking) one "
             "file may take; past it the reader is killed and the file fails with invalid_file."),
-    Setting("ingest_max_chars", int, 20_000_000, "Characters of text one file may hold (about 5M tokens); checked "
-            "while the file is read, so a larger file fails early with invalid_file."),
+    Setting("ingest_max_chars", int, 8_000_000, "Characters of text one file may hold (about 2M tokens, OpenAI's "
+            "limit); checked while the file is read, so a larger file fails early with invalid_file."),
     Setting("ingest_max_chunks", int, 100_000, "Chunks one file may be split into; past it the file fails with "
             "invalid_file."),
     Setting("ingest_max_unzipped_mb", int, 256, "What the parts of a .docx or .pptx may unpack to in all, in MB, "
@@ -166,7 +166,7 @@ class Settings:
     ingest_workers: int = 2
     ingest_worker_memory_mb: int = 1024
     ingest_file_timeout_seconds: float = 300.0
-    ingest_max_chars: int = 20_000_000
+    ingest_max_chars: int = 8_000_000
     ingest_max_chunks: int = 100_000
     ingest_max_unzipped_mb: int = 256
     ingest_max_zip_ratio: int = 100

@@ -183,8 +183,8 @@ def test_reader_is_stopped_by_its_own_memory_limit_not_the_server(make_api: Make
 
 
 def test_big_csv_is_refused_while_it_is_read(api: Api, tmp_path: Path) -> None:
-    """25M characters of short lines: refused at the character cap, not after being parsed whole."""
-    path = big_csv(tmp_path / "lines.csv", 25_000_000)
+    """12M characters of short lines: refused at the character cap, not after being parsed whole."""
+    path = big_csv(tmp_path / "lines.csv", 12_000_000)
     with path.open("rb") as fh:
         r = api.client.post("/v1/files", files={"file": ("lines.csv", fh)}, data={"purpose": "assistants"})
     assert r.status_code == 200, r.text
@@ -192,7 +192,7 @@ def test_big_csv_is_refused_while_it_is_read(api: Api, tmp_path: Path) -> None:
     vs = create_store(api.client, file_ids=[file_id])["id"]
     with PeakRss() as rss:
         error = failed_with(api, vs, file_id)
-    assert "ingest_max_chars" in error["message"] and "20000000 characters" in error["message"]
+    assert "ingest_max_chars" in error["message"] and "8000000 characters" in error["message"]
     assert rss.peak - rss.base < 150 * 1024 * 1024
 
 

@@ -30,6 +30,7 @@ BATCHES = Table("vector_store_file_batches", ("vector_store_id",))
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 INSERT_BATCH = 100  # chunk rows per INSERT statement
+HNSW_LOCK = 0x76736869  # advisory lock class for creating an HNSW index ("vshi")
 HNSW_MIN_CHUNKS = 5_000  # PostgreSQL: below this many chunks an exact scan is about as fast, and exact
 # Keyword relevance is reported as s / (s + K), in [0, 1): K is the median score of the best keyword match
 # for the benchmark's 100 questions (bench/file_search_bench.py), so a typical best match gets about 0.5.
@@ -623,6 +624,12 @@ def has_hnsw(conn: Conn, dims: int) -> bool:
 def ensure_hnsw(conn: Conn, dims: int) -> None:
     """PostgreSQL: an HNSW index for vectors of this size (pgvector indexes need a fixed dimension)."""
     if conn.dialect != "postgres" or dims > 2000:
+        return
+    # Two transactions creating it at once (two ingestion slots finishing their first files) would each
+    # hold the table's share lock and then wait for the other's inserts: a deadlock. One at a time (the
+    # lock lasts until commit), and once it exists nobody takes the table's share lock again.
+    conn.fetchval(f"SELECT pg_advisory_xact_lock({HNSW_LOCK}, {int(dims)})")
+    if conn.fetchval("SELECT to_regclass(?)", (f"vector_store_chunks_hnsw_{dims}",)) is not None:
         return
     conn.execute(
         f"CREATE INDEX IF NOT EXISTS vector_store_chunks_hnsw_{dims} ON vector_store_chunks USING hnsw "

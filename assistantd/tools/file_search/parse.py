@@ -59,7 +59,7 @@ RATIO_FLOOR = 1 << 20  # a zip member smaller than this unpacks to little whatev
 class Limits:
     """What one file may cost to read. Each is a setting (named in the message of a file past it)."""
 
-    max_chars: int = 20_000_000  # characters of text one file may hold (about 5M tokens)
+    max_chars: int = 8_000_000  # characters of text one file may hold (about 2M tokens, as OpenAI allows)
     max_unzipped_bytes: int = 256 * 1024 * 1024  # what an office file's members may unpack to, in all
     max_zip_ratio: int = 100  # how many times larger than its compressed size a (large) member may unpack
 
