@@ -17,6 +17,7 @@ from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
 from assistantd.diagnostics import startup_block
+from assistantd.engine.ingestion import Ingestor
 from assistantd.engine.supervisor import Engine
 from assistantd.errors import APIError
 from assistantd.llm.base import ChatModel
@@ -26,7 +27,6 @@ from assistantd.observability.tools import ObservedCodeInterpreter, observe_tool
 from assistantd.observability.web import MetricsMiddleware, metrics_listener
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
-from assistantd.service.ingestion import Ingestor
 from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
 from assistantd.service.registry import Services
@@ -39,8 +39,10 @@ from assistantd.store.base import Database
 from assistantd.store.blobs import BlobStore, open_blob_store
 from assistantd.tools.code_interpreter import sandbox_config_from_settings
 from assistantd.tools.code_interpreter.tool import CodeInterpreterTool
-from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer
+from assistantd.tools.file_search.embed import build_embedder, chunk_tokenizer_file
+from assistantd.tools.file_search.parse import Limits
 from assistantd.tools.file_search.tool import FileSearchTool
+from assistantd.tools.file_search.worker import ReaderConfig, ReaderPool
 
 log = logging.getLogger("assistantd")
 
@@ -72,7 +74,21 @@ def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -
         api_key=settings.embedding_api_key,
         local=settings.local_embeddings,
     )
-    ingestor = Ingestor(db, blobs, tokenizer=chunk_tokenizer(), embedder=embedder, workers=settings.ingest_workers)
+    readers = ReaderPool(
+        ReaderConfig(
+            limits=Limits(
+                max_chars=settings.ingest_max_chars,
+                max_unzipped_bytes=settings.ingest_max_unzipped_mb * 1024 * 1024,
+                max_zip_ratio=settings.ingest_max_zip_ratio,
+            ),
+            max_chunks=settings.ingest_max_chunks,
+            memory_mb=settings.ingest_worker_memory_mb,
+            timeout_seconds=settings.ingest_file_timeout_seconds,
+            tokenizer_json=str(tokenizer_file) if (tokenizer_file := chunk_tokenizer_file()) else None,
+        ),
+        keep=settings.ingest_workers,
+    )
+    ingestor = Ingestor(db, blobs, readers=readers, embedder=embedder, workers=settings.ingest_workers)
     vector_stores = VectorStoreService(db, ingestor, embedder=embedder, mode=search_mode)
     interpreter = ObservedCodeInterpreter(sandbox_config_from_settings(settings))
     threads = ThreadService(db, attach=vector_stores.ensure_thread_store, closed=interpreter.close_thread)

@@ -186,9 +186,9 @@ class Settings:
         "keywords alone.",
     )
     ingest_workers: int = setting(
-        1,
-        "Files processed for vector stores at once (each takes about one CPU core); 0: this server processes "
-        "none (another replica does).",
+        2,
+        "Files processed for vector stores at once, each read in a process of its own (each takes about one CPU "
+        "core); 0: this server processes none (another replica does).",
     )
     code_interpreter_disk_mb: int = setting(
         512,
@@ -218,6 +218,35 @@ class Settings:
         1.0,
         'How often the text a run is streaming is saved into its open message; a process killed mid-answer '
         'loses at most this much of it.',
+    )
+    ingest_worker_memory_mb: int = setting(
+        1024,
+        'Address space of each process that reads (parses and chunks) a file for file search, in MB; a file '
+        'that needs more fails with invalid_file.',
+    )
+    ingest_file_timeout_seconds: float = setting(
+        300.0,
+        'Wall-clock seconds reading (parsing and chunking) one file may take; past it the reader is killed '
+        'and the file fails with invalid_file.',
+    )
+    ingest_max_chars: int = setting(
+        8000000,
+        "Characters of text one file may hold (about 2M tokens, OpenAI's limit); checked while the file is "
+        'read, so a larger file fails early with invalid_file.',
+    )
+    ingest_max_chunks: int = setting(
+        100000,
+        'Chunks one file may be split into; past it the file fails with invalid_file.',
+    )
+    ingest_max_unzipped_mb: int = setting(
+        256,
+        'What the parts of a .docx or .pptx may unpack to in all, in MB, read from its zip directory before '
+        'anything is unpacked.',
+    )
+    ingest_max_zip_ratio: int = setting(
+        100,
+        'How many times its packed size a part (over 1 MB) of a .docx or .pptx may unpack to; a higher ratio '
+        'marks a zip bomb.',
     )
 
     # The config file's [[upstreams]] and [aliases] tables (see SECTIONS), for the model router.

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from assistantd.clock import now
+from assistantd.engine.ingestion import Ingestor
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.common import ChunkingStrategy, StaticChunking, dump
@@ -29,7 +30,6 @@ from assistantd.protocol.vector_stores import (
     UpdateVectorStoreFile,
 )
 from assistantd.service.common import page_or_400, require_file, require_files
-from assistantd.service.ingestion import Ingestor
 from assistantd.service.vector_search import KIND, SearchHit, VectorSearch, expired_error, expiry, touch
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows

@@ -3,7 +3,7 @@
 Store and file objects live in ``data`` like every other object; what changes underneath them (a
 store's ``file_counts``, ``usage_bytes`` and ``status``) is counted from ``vector_store_files`` when
 read, so it is never stale. The ``in_progress`` rows of ``vector_store_files`` are the ingestion
-queue: a server claims one by setting a lease, and a lapsed lease makes it claimable again.
+queue: a server claims one by setting a lease (``store.leases``), and a lapsed lease makes it claimable again.
 
 Keywords: SQLite indexes chunk text in a contentless FTS5 table (rowid = chunk ``seq``), with a
 ``scope`` column of tokens naming the chunk's store (``v<store seq>``) and file (``f<file seq>``) so a
@@ -30,6 +30,7 @@ BATCHES = Table("vector_store_file_batches", ("vector_store_id",))
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled")
 INSERT_BATCH = 100  # chunk rows per INSERT statement
+HNSW_LOCK = 0x76736869  # advisory lock class for creating an HNSW index ("vshi")
 # PostgreSQL: below this many chunks an exact scan is about as fast as the HNSW index, and exact (no
 # approximate-recall loss), so vector search uses the index only past it.
 HNSW_MIN_CHUNKS = 5_000
@@ -317,68 +318,14 @@ class Job:
     obj: dict[str, Any]
 
 
-def claim(conn: Conn, owner: str, until: float, now: float) -> Job | None:
-    """Take the oldest unclaimed (or abandoned) in_progress file; None when there is none."""
-    for _ in range(5):
-        row = conn.fetchone(
-            "SELECT seq FROM vector_store_files WHERE status = 'in_progress' "
-            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY seq LIMIT 1",
-            (now,),
-        )
-        if row is None:
-            return None
-        taken = conn.execute(
-            "UPDATE vector_store_files SET lease_owner = ?, lease_until = ?, attempts = attempts + 1 "
-            "WHERE seq = ? AND status = 'in_progress' AND (lease_until IS NULL OR lease_until < ?)",
-            (owner, until, row[0], now),
-        )
-        if taken:
-            got = conn.fetchone(
-                "SELECT seq, project_id, vector_store_id, id, filename, attempts, data FROM vector_store_files "
-                "WHERE seq = ?",
-                (row[0],),
-            )
-            assert got is not None
-            return Job(int(got[0]), got[1], got[2], got[3], got[4], int(got[5]), orjson.loads(got[6]))
-    return None  # others keep taking them first: try again on the next pass
-
-
-def renew(conn: Conn, seqs: Sequence[int], owner: str, until: float) -> None:
-    for start in range(0, len(seqs), 500):
-        part = list(seqs[start : start + 500])
-        conn.execute(
-            f"UPDATE vector_store_files SET lease_until = ? WHERE lease_owner = ? AND seq IN ({_marks(len(part))})",
-            [until, owner, *part],
-        )
-
-
-def release_all(conn: Conn, *, not_owner: str) -> int:
-    """Forget every lease but ours (an embedded database: their owners are gone)."""
-    return conn.execute(
-        "UPDATE vector_store_files SET lease_owner = NULL, lease_until = NULL WHERE status = 'in_progress' "
-        "AND lease_owner IS NOT NULL AND lease_owner <> ?",
-        (not_owner,),
+def job(conn: Conn, seq: int) -> Job:
+    """The queued file ``seq`` (just claimed through ``store.leases``) as a job."""
+    got = conn.fetchone(
+        "SELECT seq, project_id, vector_store_id, id, filename, attempts, data FROM vector_store_files WHERE seq = ?",
+        (seq,),
     )
-
-
-def release_mine(conn: Conn, owner: str) -> int:
-    """Give back the files this server was processing (it is shutting down)."""
-    return conn.execute(
-        "UPDATE vector_store_files SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? "
-        "AND status = 'in_progress'",
-        (owner,),
-    )
-
-
-def still_mine(conn: Conn, seq: int, owner: str) -> bool:
-    """The file is still queued, still ours (not cancelled, deleted or taken over)."""
-    return (
-        conn.fetchone(
-            "SELECT 1 FROM vector_store_files WHERE seq = ? AND status = 'in_progress' AND lease_owner = ?",
-            (seq, owner),
-        )
-        is not None
-    )
+    assert got is not None
+    return Job(int(got[0]), got[1], got[2], got[3], got[4], int(got[5]), orjson.loads(got[6]))
 
 
 def finish(conn: Conn, seq: int, obj: dict[str, Any], *, content: list[str] | None, index_gen: int = 0) -> None:
@@ -679,6 +626,12 @@ def has_hnsw(conn: Conn, dims: int) -> bool:
 def ensure_hnsw(conn: Conn, dims: int) -> None:
     """PostgreSQL: an HNSW index for vectors of this size (pgvector indexes need a fixed dimension)."""
     if conn.dialect != "postgres" or dims > 2000:
+        return
+    # Two transactions creating it at once (two ingestion slots finishing their first files) would each
+    # hold the table's share lock and then wait for the other's inserts: a deadlock. One at a time (the
+    # lock lasts until commit), and once it exists nobody takes the table's share lock again.
+    conn.fetchval(f"SELECT pg_advisory_xact_lock({HNSW_LOCK}, {int(dims)})")
+    if conn.fetchval("SELECT to_regclass(?)", (f"vector_store_chunks_hnsw_{dims}",)) is not None:
         return
     conn.execute(
         f"CREATE INDEX IF NOT EXISTS vector_store_chunks_hnsw_{dims} ON vector_store_chunks USING hnsw "

@@ -17,18 +17,21 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, overload
 
 AUTO_MAX_TOKENS = 800
 AUTO_OVERLAP_TOKENS = 400
 MIN_GRID = 48  # below this, windows on a shared grid would be too short to embed well
 MAX_WORD_SHIFT = 16  # how far a chunk edge may move back to avoid splitting a word
+ENCODE_PIECE = 1 << 20  # characters given to the model's tokenizer at a time
 
 
 class Tokenizer(Protocol):
-    def spans(self, text: str) -> list[tuple[int, int, bool]]:
+    def spans(self, text: str) -> Sequence[tuple[int, int, bool]]:
         """(start, end, starts_a_word) character spans of the tokens of ``text``, in order."""
         ...
 
@@ -39,13 +42,55 @@ class WordPieceTokenizer:
     def __init__(self, tokenizer_json: Path) -> None:
         from tokenizers import Tokenizer as HFTokenizer
 
+        self.path = tokenizer_json  # reader processes load their own copy from here
         self._tok = HFTokenizer.from_file(str(tokenizer_json))
         self._tok.no_truncation()
         self._tok.no_padding()
 
-    def spans(self, text: str) -> list[tuple[int, int, bool]]:
-        enc = self._tok.encode(text, add_special_tokens=False)
-        return [(s, e, not t.startswith("##")) for (s, e), t in zip(enc.offsets, enc.tokens, strict=True)]
+    def spans(self, text: str) -> Sequence[tuple[int, int, bool]]:
+        # A piece at a time, cut at whitespace (where the model's pre-tokenizer splits anyway): encoding a
+        # whole 8M-character text at once needs gigabytes inside the tokenizer.
+        out = TokenSpans()
+        start, n = 0, len(text)
+        while start < n:
+            end = min(n, start + ENCODE_PIECE)
+            if end < n:
+                cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+                end = cut + 1 if cut > start else end
+            enc = self._tok.encode(text[start:end], add_special_tokens=False)
+            out.add(start, enc.offsets, [not t.startswith("##") for t in enc.tokens])
+            start = end
+        return out
+
+
+class TokenSpans(Sequence[tuple[int, int, bool]]):
+    """Token spans packed in arrays: 17 bytes a token where a list of tuples takes over 100, which is what
+    lets a file at the character cap (millions of tokens) be chunked inside a reader's memory limit."""
+
+    def __init__(self) -> None:
+        self._starts = array("q")
+        self._ends = array("q")
+        self._words = bytearray()
+
+    def add(self, offset: int, pairs: Sequence[tuple[int, int]], words: Sequence[bool] | None) -> None:
+        """Append spans given relative to ``offset``; ``words`` None: every token starts a word."""
+        self._starts.extend([offset + s for s, _ in pairs])
+        self._ends.extend([offset + e for _, e in pairs])
+        self._words.extend(b"\x01" * len(pairs) if words is None else bytes(words))
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @overload
+    def __getitem__(self, i: int) -> tuple[int, int, bool]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[tuple[int, int, bool]]: ...
+
+    def __getitem__(self, i: int | slice) -> tuple[int, int, bool] | list[tuple[int, int, bool]]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return (self._starts[i], self._ends[i], bool(self._words[i]))
 
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
@@ -54,8 +99,10 @@ _WORDS = re.compile(r"\w+|[^\w\s]")
 class RegexTokenizer:
     """Words and punctuation marks: the fallback when the model's tokenizer is not installed."""
 
-    def spans(self, text: str) -> list[tuple[int, int, bool]]:
-        return [(m.start(), m.end(), True) for m in _WORDS.finditer(text)]
+    def spans(self, text: str) -> Sequence[tuple[int, int, bool]]:
+        out = TokenSpans()
+        out.add(0, [m.span() for m in _WORDS.finditer(text)], None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -118,7 +165,7 @@ def _smallest_factor(n: int) -> int:
     return n
 
 
-def _word_edge(spans: list[tuple[int, int, bool]], i: int, floor: int) -> int:
+def _word_edge(spans: Sequence[tuple[int, int, bool]], i: int, floor: int) -> int:
     """Move token index ``i`` back to the start of its word (not past ``floor``, nor too far)."""
     j = i
     while j > floor + 1 and j > i - MAX_WORD_SHIFT and not spans[j][2]:
@@ -126,7 +173,7 @@ def _word_edge(spans: list[tuple[int, int, bool]], i: int, floor: int) -> int:
     return j if spans[j][2] else i
 
 
-def _plan_on_grid(text: str, spans: list[tuple[int, int, bool]], size: int, step: int, unit: int) -> ChunkPlan:
+def _plan_on_grid(text: str, spans: Sequence[tuple[int, int, bool]], size: int, step: int, unit: int) -> ChunkPlan:
     n = len(spans)
     edges = [0]
     while edges[-1] + unit < n:
@@ -146,7 +193,9 @@ def _plan_on_grid(text: str, spans: list[tuple[int, int, bool]], size: int, step
     return ChunkPlan(text, chunks, windows)
 
 
-def _plan_each(text: str, spans: list[tuple[int, int, bool]], size: int, step: int, window_tokens: int) -> ChunkPlan:
+def _plan_each(
+    text: str, spans: Sequence[tuple[int, int, bool]], size: int, step: int, window_tokens: int
+) -> ChunkPlan:
     n = len(spans)
     chunks: list[Chunk] = []
     windows: list[Window] = []

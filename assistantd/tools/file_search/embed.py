@@ -164,3 +164,9 @@ def chunk_tokenizer() -> Any:
 
     path = local_model_dir()
     return WordPieceTokenizer(path / "tokenizer.json") if path is not None else RegexTokenizer()
+
+
+def chunk_tokenizer_file() -> Path | None:
+    """The local model's ``tokenizer.json`` (what reader processes count chunk tokens with), if installed."""
+    path = local_model_dir()
+    return path / "tokenizer.json" if path is not None else None

@@ -16,9 +16,8 @@ import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 
 def _word_set(text: str) -> frozenset[str]:
@@ -52,7 +51,17 @@ KNOWN_UNSUPPORTED = {
     "epub": "EPUB",
 }
 
-MAX_TEXT_CHARS = 200_000_000  # what one file may expand to (a zip bomb in a docx stops here)
+READ_BLOCK = 1 << 20  # bytes read at a time from a text file
+RATIO_FLOOR = 1 << 20  # a zip member smaller than this unpacks to little whatever its ratio
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may cost to read. Each is a setting (named in the message of a file past it)."""
+
+    max_chars: int = 8_000_000  # characters of text one file may hold (about 2M tokens, as OpenAI allows)
+    max_unzipped_bytes: int = 256 * 1024 * 1024  # what an office file's members may unpack to, in all
+    max_zip_ratio: int = 100  # how many times larger than its compressed size a (large) member may unpack
 
 
 class ParseError(Exception):
@@ -78,44 +87,58 @@ def extension(filename: str) -> str:
     return name.rsplit(".", 1)[-1] if "." in name.strip(".") else ""
 
 
-def parse(path: Path, filename: str) -> Document:
-    """Read the file at ``path`` (uploaded as ``filename``) into text segments."""
+def parse(path: Path, filename: str, limits: Limits = Limits()) -> Document:
+    """Read the file at ``path`` (uploaded as ``filename``) into text segments.
+
+    Every limit is checked before the work it guards: text is decoded a block at a time and refused as
+    soon as it passes ``max_chars``; an office file's zip directory is read (sizes and ratios) before
+    any member is unpacked; a PDF is counted page by page.
+    """
     ext = extension(filename)
-    data = path.read_bytes()
-    if not data:
+    if path.stat().st_size == 0:
         raise ParseError("invalid_file", f"The file '{filename}' is empty: there is no text to search.")
     reader = _BINARY_READERS.get(ext)
     if reader is not None:
-        segments = reader(data, filename)
+        segments = reader(path, filename, limits)
     elif ext in HTML_EXTENSIONS:
-        segments = [html_to_text(decode_text(data, filename))]
+        segments = [html_to_text(read_text(path, filename, limits.max_chars))]
     elif ext in TEXT_EXTENSIONS:
-        segments = [decode_text(data, filename)]
+        segments = [read_text(path, filename, limits.max_chars)]
     elif ext in KNOWN_UNSUPPORTED:
         raise ParseError(
             "unsupported_file",
             f"Files of type .{ext} are not supported by file search ({KNOWN_UNSUPPORTED[ext]}).",
         )
     else:
-        segments = [_sniff(data, filename, ext)]
+        segments = [_sniff(path, filename, ext, limits)]
     segments = [s for s in (_tidy(s) for s in segments) if s]
     if not segments:
         raise ParseError("invalid_file", f"No text could be extracted from '{filename}'.")
-    if sum(len(s) for s in segments) > MAX_TEXT_CHARS:
-        raise ParseError(
-            "invalid_file", f"'{filename}' holds more text than one file may ({MAX_TEXT_CHARS} characters)."
-        )
+    _check_chars(sum(len(s) for s in segments), filename, limits.max_chars)
     return Document(segments)
 
 
-def _sniff(data: bytes, filename: str, ext: str) -> str:
+def _check_chars(count: int, filename: str, max_chars: int) -> None:
+    if count > max_chars:
+        raise ParseError(
+            "invalid_file",
+            f"'{filename}' holds more text than one file may: over {max_chars} characters "
+            "(the ingest_max_chars limit). Split it into smaller files.",
+        )
+
+
+def _sniff(path: Path, filename: str, ext: str, limits: Limits) -> str:
     """An unknown (or missing) extension: text if the bytes are text, else unsupported."""
-    if data.startswith(b"%PDF-"):
-        return "\n\n".join(_pdf(data, filename))
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"%PDF-"):
+        return "\n\n".join(_pdf(path, filename, limits))
     what = f"type .{ext}" if ext else "this type (it has no extension)"
     try:
-        text = decode_text(data, filename)
-    except ParseError:
+        text = read_text(path, filename, limits.max_chars)
+    except ParseError as exc:
+        if "ingest_max_chars" in exc.message:
+            raise
         raise ParseError(
             "unsupported_file",
             f"Files of {what} are not supported by file search. Supported types: "
@@ -129,25 +152,55 @@ def _sniff(data: bytes, filename: str, ext: str) -> str:
 # --- text ----------------------------------------------------------------------------------------
 
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_HEAD = 65536  # bytes looked at to tell text from binary
 
 
-def decode_text(data: bytes, filename: str) -> str:
+def read_text(path: Path, filename: str, max_chars: int) -> str:
+    """A text file decoded a block at a time, refused as soon as it passes ``max_chars``."""
+    with path.open("rb") as fh:
+        return decode_stream(fh, filename, max_chars)
+
+
+def decode_text(data: bytes, filename: str, max_chars: int = Limits.max_chars) -> str:
     """Bytes to text: UTF-8 (or UTF-16 with a BOM), else Windows-1252 if that reads as text."""
+    return decode_stream(io.BytesIO(data), filename, max_chars)
+
+
+def decode_stream(fh: BinaryIO, filename: str, max_chars: int) -> str:
+    head = fh.read(_HEAD)
     for bom, codec in _BOMS:
-        if data.startswith(bom):
+        if head.startswith(bom):
             try:
-                return data.decode(codec)
+                return _decode(fh, head, codec, filename, max_chars)
             except UnicodeDecodeError:
                 break
-    if b"\x00" not in data[:65536]:
+    if b"\x00" not in head:
         try:
-            return data.decode("utf-8")
+            return _decode(fh, head, "utf-8", filename, max_chars)
         except UnicodeDecodeError:
             pass
-        text = data.decode("cp1252", errors="replace")
+        fh.seek(0)
+        text = _decode(fh, fh.read(_HEAD), "cp1252", filename, max_chars)
         if _printable_share(text) > 0.95:
             return text
     raise ParseError("invalid_file", f"'{filename}' is not text: its bytes are not UTF-8, UTF-16 or Windows-1252 text.")
+
+
+def _decode(fh: BinaryIO, head: bytes, codec: str, filename: str, max_chars: int) -> str:
+    """Decode ``head`` and the rest of ``fh`` incrementally, counting characters as they come."""
+    decoder = codecs.getincrementaldecoder(codec)("replace" if codec == "cp1252" else "strict")
+    parts: list[str] = []
+    count = 0
+    block = head
+    while True:
+        final = not block
+        piece = decoder.decode(block, final=final)
+        count += len(piece)
+        _check_chars(count, filename, max_chars)
+        parts.append(piece)
+        if final:
+            return "".join(parts)
+        block = fh.read(READ_BLOCK)
 
 
 def _printable_share(text: str) -> float:
@@ -162,12 +215,19 @@ def _tidy(text: str) -> str:
     """Normalise line ends, drop control characters and trailing blanks, collapse runs of blank lines."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
     text = re.sub(r"[\x01-\x08\x0b\x0e-\x1f\x7f]", "", text)
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    # The lookbehind starts a match only where a run of blanks starts: without it, a long run of blanks
+    # not followed by a line end would be rescanned from each of its characters (quadratic).
+    text = re.sub(r"(?<![ \t])[ \t]+\n", "\n", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip()
 
 
 # --- HTML ----------------------------------------------------------------------------------------
+#
+# A scanner of our own rather than html.parser: the standard parser rescans the rest of the document
+# from every ``<`` of an unfinished tag, so 250 KB of ``<a<a<a...`` costs minutes. Here every pattern
+# stops at the next ``<``, so each character is looked at a bounded number of times (linear). The price:
+# a ``<`` inside a quoted attribute value makes that tag read as text, which costs a few stray words.
 
 _BLOCK = _word_set(
     "address article aside blockquote br dd details dialog div dl dt fieldset figcaption figure footer form "
@@ -175,18 +235,21 @@ _BLOCK = _word_set(
     "title"
 )
 _SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head"})
+_RAW_TEXT = ("script", "style")  # their content is not markup: it runs to the closing tag
+_TAG = re.compile(r"<(/?)([A-Za-z][^\s/<>]*)((?:[^<>\"']|\"[^\"<]*\"|'[^'<]*')*)>")
+_DECLARATION = re.compile(r"<[!?][^<>]*>")  # <!doctype ...>, <?xml ...?>, <![CDATA[ ... ]]>
+_RAW_END = {name: re.compile(rf"</{name}\s*>", re.I) for name in _RAW_TEXT}
 
 
-class _TextExtractor(HTMLParser):
+class _TextExtractor:
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skipping = 0
         self.title: list[str] = []
         self.in_title = False
         self.pre = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def start(self, tag: str) -> None:
         if tag == "title":
             self.in_title = True
         elif tag in _SKIP:
@@ -198,7 +261,7 @@ class _TextExtractor(HTMLParser):
         elif tag in ("td", "th"):
             self.parts.append("\t")
 
-    def handle_endtag(self, tag: str) -> None:
+    def end(self, tag: str) -> None:
         if tag == "title":
             self.in_title = False
         elif tag in _SKIP:
@@ -208,7 +271,10 @@ class _TextExtractor(HTMLParser):
         if tag in _BLOCK:
             self.parts.append("\n")
 
-    def handle_data(self, data: str) -> None:
+    def data(self, raw: str) -> None:
+        if not raw:
+            return
+        data = html.unescape(raw)
         if self.in_title:
             self.title.append(data)
         elif not self.skipping:
@@ -222,16 +288,44 @@ class _TextExtractor(HTMLParser):
 
 
 def html_to_text(markup: str) -> str:
-    parser = _TextExtractor()
-    try:
-        parser.feed(markup)
-        parser.close()
-    except Exception as exc:  # the stdlib parser is lenient; this is a last resort
-        log.debug("HTML parse error: %s", exc)
-        return html.unescape(re.sub(r"<[^>]+>", " ", markup))
-    body = "".join(parser.parts)
+    out = _TextExtractor()
+    n = len(markup)
+    text_from = i = 0  # text runs from text_from to the next tag; i is where the scan goes on
+    while True:
+        j = markup.find("<", i)
+        if j < 0:
+            out.data(markup[text_from:])
+            break
+        if markup.startswith("<!--", j):
+            out.data(markup[text_from:j])
+            k = markup.find("-->", j + 4)
+            text_from = i = n if k < 0 else k + 3
+            continue
+        tag = _TAG.match(markup, j)
+        if tag is None:
+            declaration = _DECLARATION.match(markup, j)
+            if declaration is not None:
+                out.data(markup[text_from:j])
+                text_from = i = declaration.end()
+            else:
+                i = j + 1  # a stray "<": part of the text
+            continue
+        out.data(markup[text_from:j])
+        text_from = i = tag.end()
+        name = tag.group(2).lower()
+        if tag.group(1):
+            out.end(name)
+            continue
+        out.start(name)
+        if tag.group(3).rstrip().endswith("/"):
+            out.end(name)
+        elif name in _RAW_TEXT:
+            close = _RAW_END[name].search(markup, i)  # its content is skipped, never text
+            text_from = i = n if close is None else close.end()
+            out.end(name)
+    body = "".join(out.parts)
     body = "\n".join(line.rstrip(" ") for line in body.split("\n"))
-    title = " ".join("".join(parser.title).split())
+    title = " ".join("".join(out.title).split())
     if title and not body.lstrip().startswith(title):
         body = f"{title}\n\n{body}"
     return body
@@ -240,16 +334,23 @@ def html_to_text(markup: str) -> str:
 # --- PDF, DOCX, PPTX -----------------------------------------------------------------------------
 
 
-def _pdf(data: bytes, filename: str) -> list[str]:
+def _pdf(path: Path, filename: str, limits: Limits) -> list[str]:
     import pypdf
     from pypdf.errors import PdfReadError
 
     try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
+        reader = pypdf.PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
             raise ParseError("invalid_file", f"'{filename}' is an encrypted PDF; upload it without a password.")
-        # Justified lines come out with runs of spaces between words: one is enough.
-        return [re.sub(r"[ \t]{2,}", " ", page.extract_text() or "") for page in reader.pages]
+        pages: list[str] = []
+        count = 0
+        for page in reader.pages:
+            # Justified lines come out with runs of spaces between words: one is enough.
+            text = re.sub(r"[ \t]{2,}", " ", page.extract_text() or "")
+            count += len(text)
+            _check_chars(count, filename, limits.max_chars)  # page by page, not after the whole file
+            pages.append(text)
+        return pages
     except ParseError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError, AttributeError, IndexError) as exc:
@@ -260,12 +361,42 @@ def _pdf(data: bytes, filename: str) -> list[str]:
         raise
 
 
-def _docx(data: bytes, filename: str) -> list[str]:
+def check_zip(path: Path, filename: str, what: str, limits: Limits) -> None:
+    """Refuse an office file whose members would unpack too large, from its zip directory alone.
+
+    The directory's sizes bind: ``zipfile`` never returns more bytes than a member declares. So a 1 MB
+    document whose XML unpacks to 300 MB is refused here, before a byte of it is inflated.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ParseError("invalid_file", f"'{filename}' could not be read as a {what}: {exc}") from None
+    total = 0
+    for member in members:
+        total += member.file_size
+        if total > limits.max_unzipped_bytes:
+            raise ParseError(
+                "invalid_file",
+                f"'{filename}' unpacks to more than {limits.max_unzipped_bytes // (1024 * 1024)} MB "
+                "(the ingest_max_unzipped_mb limit); it was not opened.",
+            )
+        if member.file_size > RATIO_FLOOR and member.file_size > member.compress_size * limits.max_zip_ratio:
+            raise ParseError(
+                "invalid_file",
+                f"'{filename}' has a part ({member.filename}) that unpacks to "
+                f"{member.file_size // max(1, member.compress_size)} times its packed size, more than "
+                f"{limits.max_zip_ratio} (the ingest_max_zip_ratio limit); it was not opened.",
+            )
+
+
+def _docx(path: Path, filename: str, limits: Limits) -> list[str]:
+    check_zip(path, filename, "Word document", limits)
     import docx
     from docx.oxml.ns import qn
 
     try:
-        document = docx.Document(io.BytesIO(data))
+        document = docx.Document(str(path))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
         raise ParseError("invalid_file", f"'{filename}' could not be read as a Word document: {exc}") from None
     except Exception as exc:
@@ -273,27 +404,36 @@ def _docx(data: bytes, filename: str) -> list[str]:
             raise ParseError("invalid_file", f"'{filename}' could not be read as a Word document: {exc}") from None
         raise
     lines: list[str] = []
+    count = 0
+
+    def add(line: str) -> None:
+        nonlocal count
+        count += len(line) + 1
+        _check_chars(count, filename, limits.max_chars)
+        lines.append(line)
+
     # Body paragraphs and tables in document order.
     for block in document.element.body.iterchildren():
         if block.tag == qn("w:p"):
-            lines.append("".join(t.text or "" for t in block.iter(qn("w:t"))))
+            add("".join(t.text or "" for t in block.iter(qn("w:t"))))
         elif block.tag == qn("w:tbl"):
             for row in block.iter(qn("w:tr")):
-                cells = ["".join(t.text or "" for t in cell.iter(qn("w:t"))) for cell in row.iter(qn("w:tc"))]
-                lines.append("\t".join(cells))
-            lines.append("")
+                add("\t".join("".join(t.text or "" for t in cell.iter(qn("w:t"))) for cell in row.iter(qn("w:tc"))))
+            add("")
     return ["\n".join(lines)]
 
 
-def _pptx(data: bytes, filename: str) -> list[str]:
+def _pptx(path: Path, filename: str, limits: Limits) -> list[str]:
+    check_zip(path, filename, "PowerPoint deck", limits)
     import pptx
     from pptx.exc import PackageNotFoundError
 
     try:
-        deck = pptx.Presentation(io.BytesIO(data))
+        deck = pptx.Presentation(str(path))
     except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError, OSError) as exc:
         raise ParseError("invalid_file", f"'{filename}' could not be read as a PowerPoint deck: {exc}") from None
     slides = []
+    count = 0
     for number, slide in enumerate(deck.slides, start=1):
         lines = [f"Slide {number}"]
         for shape in slide.shapes:
@@ -303,6 +443,8 @@ def _pptx(data: bytes, filename: str) -> list[str]:
             if notes:
                 lines.append(f"Notes: {notes}")
         slides.append("\n".join(lines))
+        count += len(slides[-1])
+        _check_chars(count, filename, limits.max_chars)
     return slides
 
 
@@ -318,4 +460,4 @@ def _shape_text(shape: object) -> list[str]:
     return out
 
 
-_BINARY_READERS: dict[str, Callable[[bytes, str], list[str]]] = {"pdf": _pdf, "docx": _docx, "pptx": _pptx}
+_BINARY_READERS: dict[str, Callable[[Path, str, Limits], list[str]]] = {"pdf": _pdf, "docx": _docx, "pptx": _pptx}

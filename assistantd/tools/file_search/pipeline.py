@@ -1,4 +1,5 @@
-"""One file from bytes to indexable chunks: parse, chunk, embed. Blocking; run it in a worker thread."""
+"""One file from bytes to indexable chunks: parse and chunk (in a reader process), embed. Blocking; run it
+in a worker thread."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from assistantd.tools.file_search.chunk import ChunkPlan, Tokenizer, plan_chunks
+from assistantd.tools.file_search.chunk import ChunkPlan
 from assistantd.tools.file_search.embed import Embedder
-from assistantd.tools.file_search.parse import parse
+from assistantd.tools.file_search.worker import ReaderPool, Stopped
+
+__all__ = ["EMBED_BATCH", "Processed", "Stopped", "embed_plan", "process"]
 
 EMBED_BATCH = 16  # texts per embedder call; the stop flag is checked between calls
-
-
-class Stopped(Exception):
-    """The file was cancelled, detached or deleted while it was being processed."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +34,17 @@ def process(
     *,
     max_tokens: int,
     overlap: int,
-    tokenizer: Tokenizer,
+    readers: ReaderPool,
     embedder: Embedder | None,
-    stop: threading.Event | None = None,
+    stop: threading.Event,
 ) -> Processed:
-    """Raises ``ParseError`` (the file's fault), ``EmbeddingError`` (the model's) or ``Stopped``."""
-    document = parse(path, filename)
+    """Raises ``ParseError`` (the file's fault), ``EmbeddingError`` (the model's) or ``Stopped``.
+
+    Parsing and chunking happen in a reader process (see ``worker``); embedding happens here.
+    """
     window = embedder.window if embedder is not None and embedder.window else 254
-    plan = plan_chunks(document.text, tokenizer, max_tokens=max_tokens, overlap=overlap, window_tokens=window)
+    planned = readers.read(path, filename, max_tokens=max_tokens, overlap=overlap, window=window, stop=stop)
+    plan = planned.plan
     texts = [plan.chunk_text(c) for c in plan.chunks]
     vectors = None
     if embedder is not None and texts:
@@ -50,7 +52,7 @@ def process(
     text_bytes = sum(len(t.encode("utf-8")) for t in texts)
     usage = text_bytes + (int(vectors.nbytes) if vectors is not None else 0)
     return Processed(
-        document.segments, texts, vectors, embedder.name if vectors is not None and embedder else None, usage
+        planned.segments, texts, vectors, embedder.name if vectors is not None and embedder else None, usage
     )
 
 

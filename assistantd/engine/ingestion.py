@@ -1,37 +1,38 @@
 """Ingestion in the background: vector store files go from ``in_progress`` to ``completed`` or ``failed``.
 
 The ``in_progress`` rows of ``vector_store_files`` are the queue, so there is nothing to lose on a
-restart: a worker claims a row by writing a lease on it, parses, chunks and embeds the file in a worker
-thread (never on the event loop, never in a request), and writes every chunk and the final status in
-one transaction, only if the row is still its own (not cancelled, detached or deleted meanwhile). A
-server that stops mid-file leaves a lease that lapses (on an embedded SQLite database, start-up drops
-it at once); the file is then processed again from the start, and after ``MAX_ATTEMPTS`` claims it
-fails with ``server_error`` instead of looping forever.
+restart: a slot claims a row through the engine's lease helper (``leases.Leases``, as runs are held),
+has the file parsed and chunked by a reader process (``tools.file_search.worker``) and embeds it in a
+worker thread (never on the event loop, never in a request), and writes every chunk and the final status
+in one transaction, only if the row is still its own (not cancelled, detached or deleted meanwhile). A
+server that dies mid-file leaves a lease that lapses (on an embedded SQLite database, start-up drops it
+at once); the file is then processed again from the start, and after ``MAX_ATTEMPTS`` such claims it
+fails with ``server_error`` instead of looping forever. A graceful stop gives its files back without
+counting the attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
+from assistantd.engine.leases import FILES, Leases
 from assistantd.observability.hooks import file_ingested
 from assistantd.store import Database
 from assistantd.store import vectors as vrows
 from assistantd.store.base import Conn
 from assistantd.store.blobs import BlobMissing, BlobStore
-from assistantd.tools.file_search.chunk import Tokenizer
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
 from assistantd.tools.file_search.parse import ParseError
 from assistantd.tools.file_search.pipeline import Processed, Stopped, process
+from assistantd.tools.file_search.worker import ReaderPool
 
 log = logging.getLogger("assistantd.ingest")
 
@@ -46,18 +47,17 @@ class Ingestor:
         db: Database,
         blobs: BlobStore,
         *,
-        tokenizer: Tokenizer,
+        readers: ReaderPool,
         embedder: Embedder | None,
         workers: int = 1,
         lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.db = db
         self.blobs = blobs
-        self.tokenizer = tokenizer
+        self.readers = readers
         self.embedder = embedder
         self.workers = max(0, workers)  # 0: this server leaves ingestion to other replicas
-        self.lease_seconds = lease_seconds
-        self.owner = uuid.uuid4().hex
+        self.leases = Leases(db, FILES, seconds=lease_seconds)
         self._executor: ThreadPoolExecutor | None = None
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set (and replaced) whenever a file finishes
@@ -74,7 +74,7 @@ class Ingestor:
         self._changed = asyncio.Event()
         if embedded:
             # One process owns an embedded database: leases of any other owner are of a process that is gone.
-            released = await self.db.write(lambda c: vrows.release_all(c, not_owner=self.owner))
+            released = await self.db.write(self.leases.release_others)
             if released:
                 log.info("resuming ingestion of files a previous run left in progress count=%d", released)
         if self.workers == 0:
@@ -82,7 +82,7 @@ class Ingestor:
             return
         self._background = [
             asyncio.create_task(self._loop(), name="ingest-loop"),
-            asyncio.create_task(self._renew_loop(), name="ingest-renew"),
+            asyncio.create_task(self.leases.keep(lambda: list(self._jobs), self._lost), name="ingest-renew"),
         ]
 
     async def stop(self) -> None:
@@ -97,10 +97,11 @@ class Ingestor:
             await asyncio.wait(self._tasks, timeout=10)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.readers.close)
         if self.workers:
             # Files we were processing go back to the queue now, not when our leases lapse.
             with contextlib.suppress(Exception):
-                await self.db.write(lambda c: vrows.release_mine(c, self.owner))
+                await self.db.write(lambda c: self.leases.release(c, attempt=False))
 
     def wake(self) -> None:
         self._wake.set()
@@ -145,31 +146,20 @@ class Ingestor:
                 await asyncio.sleep(IDLE_POLL_SECONDS)
 
     async def _claim(self) -> vrows.Job | None:
-        now = time.time()
-        until = now + self.lease_seconds
-        return await self.db.write(lambda c: vrows.claim(c, self.owner, until, now))
+        def tx(conn: Conn) -> vrows.Job | None:
+            seq = self.leases.claim_next(conn)
+            return None if seq is None else vrows.job(conn, int(seq))
 
-    async def _renew_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            seqs = list(self._jobs)
-            if not seqs:
-                continue
-            try:
-                lost = await self.db.write(
-                    functools.partial(self._renew, seqs=seqs, until=time.time() + self.lease_seconds)
-                )
-                for seq in lost:
-                    stop = self._jobs.get(seq)
-                    if stop is not None:
-                        stop.set()  # cancelled, detached or deleted: stop embedding it
-            except Exception:
-                log.exception("renewing ingestion leases failed; will retry")
+        return await self.db.write(tx)
 
-    def _renew(self, conn: Conn, *, seqs: list[int], until: float) -> list[int]:
-        """Extend our leases; return the files that are no longer ours to finish."""
-        vrows.renew(conn, seqs, self.owner, until)
-        return [s for s in seqs if not vrows.still_mine(conn, s, self.owner)]
+    def _lost(self, seqs: set[Any]) -> None:
+        for seq in seqs:
+            stop = self._jobs.get(seq)
+            if stop is not None:
+                stop.set()  # cancelled, detached or deleted: stop reading or embedding it
+
+    def _still_mine(self, conn: Conn, seq: int) -> bool:
+        return bool(self.leases.held(conn, [seq]))
 
     # --- one file --------------------------------------------------------------------------------
 
@@ -201,7 +191,7 @@ class Ingestor:
                         job.filename,
                         max_tokens=int(static["max_chunk_size_tokens"]),
                         overlap=int(static["chunk_overlap_tokens"]),
-                        tokenizer=self.tokenizer,
+                        readers=self.readers,
                         embedder=self.embedder,
                         stop=stop,
                     ),
@@ -238,7 +228,7 @@ class Ingestor:
 
     async def _complete(self, job: vrows.Job, result: Processed) -> bool:
         def tx(conn: Conn) -> bool:
-            if not vrows.still_mine(conn, job.seq, self.owner):
+            if not self._still_mine(conn, job.seq):
                 return False
             store = conn.fetchone("SELECT seq, data FROM vector_stores WHERE id = ?", (job.store_id,))
             if store is None:
@@ -281,7 +271,7 @@ class Ingestor:
         file_ingested(code)
 
         def tx(conn: Conn) -> None:
-            if vrows.still_mine(conn, job.seq, self.owner):
+            if self._still_mine(conn, job.seq):
                 obj = {
                     **job.obj,
                     "status": "failed",
