@@ -102,7 +102,17 @@ def _serve(settings: Settings) -> int:
 
     from assistantd.app import build_services, create_app
     from assistantd.store import keys as key_rows
+    from assistantd.store.lock import DataDirLock, DataDirLocked, sqlite_lock_path
 
+    lock_path = sqlite_lock_path(settings.resolved_database_url)
+    lock = DataDirLock(lock_path) if lock_path is not None else None
+    if lock is not None:
+        # Before the database is opened: a second server must not even migrate or reap runs.
+        try:
+            lock.acquire()
+        except DataDirLocked as exc:
+            log.error("refusing to start: %s", exc)
+            return 2
     services = build_services(settings)
     has_keys = bool(settings.static_keys) or services.db.write_sync(key_rows.any_active)
     if not has_keys:
