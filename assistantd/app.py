@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Awaitable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 
 from assistantd.api import assistants, files, health, models, runs, threads, vector_stores
-from assistantd.api.errors import api_error, http_error, internal_error
+from assistantd.api.errors import api_error, client_disconnected, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
 from assistantd.engine.supervisor import Engine
@@ -149,6 +150,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         exception_handlers={
             APIError: api_error,
             HTTPException: http_error,
+            ClientDisconnect: client_disconnected,
             Exception: internal_error,
         },
         middleware=[

@@ -100,6 +100,7 @@ def is_loopback(host: str) -> bool:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
+    from assistantd.api.http_edge import EdgeLimits, protocol_class
     from assistantd.app import build_services, create_app
     from assistantd.store import keys as key_rows
     from assistantd.store.lock import DataDirLock, DataDirLocked, sqlite_lock_path
@@ -132,8 +133,17 @@ def _serve(settings: Settings) -> int:
         services.db.dialect,
     )
     app = create_app(settings, services)
+    limits = EdgeLimits(
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections_per_client=settings.max_connections_per_client,
+    )
     uvicorn.run(
         app,
+        http=protocol_class(limits),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -62,6 +62,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("max_body_bytes", int, 16 * 1024 * 1024, "Largest JSON request body accepted, in bytes."),
     Setting("max_upload_bytes", int, 512 * 1024 * 1024, "Largest file upload accepted, in bytes."),
+    Setting("max_json_depth", int, 64, "Deepest nesting of arrays and objects accepted in a JSON request body "
+            "(deeper: 400)."),
+    Setting("max_url_bytes", int, 8192, "Longest request URL (path and query) accepted, in bytes (longer: 414)."),
+    Setting("max_header_bytes", int, 32768, "Largest request head (request line and all headers) accepted, in "
+            "bytes (larger: 431)."),
+    Setting("max_headers", int, 100, "Most header fields accepted in one request (more: 431)."),
+    Setting("header_timeout", float, 15.0, "Seconds a client has to send a whole request head, from its first "
+            "byte or from connecting (then 408 and the connection is closed)."),
+    Setting("body_timeout", float, 30.0, "Seconds a request body may go without a byte arriving (then 408 and "
+            "the connection is closed)."),
+    Setting("max_connections_per_client", int, 256, "Connections one client address may hold open at once "
+            "(more: 429 and closed); 0: no cap. Behind a reverse proxy every client shares its address."),
     Setting("db_pool_size", int, 8, "Database connections for reads (and PostgreSQL writes)."),
     Setting(
         "upstream_base_url",
@@ -126,6 +138,13 @@ class Settings:
     allow_no_auth: bool = False
     max_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_json_depth: int = 64
+    max_url_bytes: int = 8192
+    max_header_bytes: int = 32768
+    max_headers: int = 100
+    header_timeout: float = 15.0
+    body_timeout: float = 30.0
+    max_connections_per_client: int = 256
     db_pool_size: int = 8
     upstream_base_url: str = ""
     upstream_api_key: str = ""
