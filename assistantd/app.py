@@ -23,7 +23,7 @@ from assistantd.llm.router import ModelRouter
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
 from assistantd.service.ingestion import Ingestor
-from assistantd.service.keys import KeyService
+from assistantd.service.keys import KeyService, change_marker_path, is_loopback
 from assistantd.service.messages import MessageService
 from assistantd.service.registry import Services
 from assistantd.service.runs import RunService
@@ -83,7 +83,13 @@ def build_services(settings: Settings) -> Services:
         threads=threads,
         messages=MessageService(db, attach=vector_stores.ensure_thread_store),
         files=FileService(db, blobs, max_bytes=settings.max_upload_bytes),
-        keys=KeyService(db, settings.static_keys),
+        keys=KeyService(
+            db,
+            settings.static_keys,
+            open_allowed=is_loopback(settings.host) or settings.allow_no_auth,
+            cache_seconds=settings.key_cache_seconds,
+            marker=change_marker_path(settings.resolved_database_url, settings.data_path),
+        ),
         runs=RunService(db, engine, threads, expiry_seconds=settings.run_expiry_seconds),
         router=router,
         vector_stores=vector_stores,
@@ -160,6 +166,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
                 max_body=settings.max_body_bytes,
                 max_upload=settings.max_upload_bytes,
                 log_requests=settings.access_log,
+                # With --allow-no-auth on a public address, clients reach it by its real names.
+                loopback_hosts_only=is_loopback(settings.host),
             )
         ],
         lifespan=lifespan,

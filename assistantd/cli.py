@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
-import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -60,9 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--project", default="default", help="The project the key belongs to.")
     create.add_argument("--name", default="", help="A label to recognise the key by.")
     listing = keys_sub.add_parser("list", help="List keys (ids, projects, names; never the keys).")
-    revoke = keys_sub.add_parser("revoke", help="Revoke a key by its id.")
+    revoke = keys_sub.add_parser(
+        "revoke",
+        help="Revoke a key by its id (at once on a server sharing this data dir; within key_cache_seconds "
+        "elsewhere). Revoking every key locks the server: it never reopens to keyless requests.",
+    )
     revoke.add_argument("key_id")
-    for p in (create, listing, revoke):
+    adopt = keys_sub.add_parser(
+        "adopt-default",
+        help="Move every object of project 'default' (made while the server had no keys) into a project.",
+    )
+    adopt.add_argument("--project", required=True, help="The project to move them into.")
+    for p in (create, listing, revoke, adopt):
         p.add_argument("--config")
         _add_setting_flags(p, ["data_dir", "database_url"])
     return parser
@@ -83,25 +90,12 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        try:
-            return all(
-                ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None)
-            )
-        except OSError:
-            return False
-
-
 def _serve(settings: Settings) -> int:
     import uvicorn
 
     from assistantd.api.http_edge import EdgeLimits, protocol_class
     from assistantd.app import build_services, create_app
+    from assistantd.service.keys import OPEN, REFUSED
     from assistantd.store import keys as key_rows
     from assistantd.store.lock import DataDirLock, DataDirLocked, sqlite_lock_path
 
@@ -115,16 +109,26 @@ def _serve(settings: Settings) -> int:
             log.error("refusing to start: %s", exc)
             return 2
     services = build_services(settings)
-    has_keys = bool(settings.static_keys) or services.db.write_sync(key_rows.any_active)
-    if not has_keys:
-        if not is_loopback(settings.host) and not settings.allow_no_auth:
-            log.error(
-                "refusing to listen on %s without API keys: create one with `assistantd keys create`, "
-                "set ASSISTANTD_API_KEYS, or pass --allow-no-auth to accept any key",
-                settings.host,
-            )
-            return 2
-        log.warning("no API keys are configured: any key is accepted (project 'default')")
+    mode = services.keys.startup_mode
+    if mode == REFUSED:
+        log.error(
+            "refusing to listen on %s without API keys: create one with `assistantd keys create`, "
+            "set ASSISTANTD_API_KEYS, or pass --allow-no-auth to accept any key",
+            settings.host,
+        )
+        asyncio.run(services.db.close())
+        return 2
+    if mode == OPEN:
+        log.warning(
+            "no API key has ever been created: any key is accepted (project 'default'), only for requests "
+            "addressed to a loopback name, from this server's own origin, with JSON (or multipart) bodies. "
+            "The first key created switches this server to requiring keys."
+        )
+    elif not settings.static_keys and not services.db.write_sync(key_rows.any_active):
+        log.warning(
+            "every API key has been revoked: no request will be accepted until one is created "
+            "(`assistantd keys create`); the server does not reopen to keyless requests"
+        )
     log.info(
         "starting assistantd %s on http://%s:%d/v1 database=%s",
         __version__,
@@ -153,6 +157,40 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def _marker(settings: Settings) -> Any:
+    from assistantd.service.keys import change_marker_path
+
+    return change_marker_path(settings.resolved_database_url, settings.data_path)
+
+
+def _adopt_default(db: Any, settings: Settings, project: str) -> int:
+    from assistantd.errors import APIError
+    from assistantd.service.keys import adopt_default
+    from assistantd.store.lock import DataDirLock, DataDirLocked, sqlite_lock_path
+
+    # A live server caches objects and runs of its projects: move them only while none serves this
+    # SQLite file (on PostgreSQL, stop the replicas first; active runs are refused either way).
+    lock_path = sqlite_lock_path(settings.resolved_database_url)
+    lock = DataDirLock(lock_path) if lock_path is not None else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        moved = adopt_default(db, project)
+    except DataDirLocked as exc:
+        print(f"assistantd: stop the server first: {exc}", file=sys.stderr)
+        return 1
+    except APIError as exc:
+        print(f"assistantd: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        if lock is not None:
+            lock.release()
+    total = sum(moved.values())
+    detail = ", ".join(f"{table} {count}" for table, count in moved.items() if count)
+    print(f"moved {total} rows from project 'default' to {project!r}" + (f" ({detail})" if detail else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -173,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.keys_command == "create":
             from assistantd.service.keys import create_key
 
-            created = create_key(db, args.project, args.name)
+            created = create_key(db, args.project, args.name, marker=_marker(settings))
             print(f"id:      {created.id}\nproject: {created.project}\nkey:     {created.key}")
             print("Store the key now: only its hash is kept.", file=sys.stderr)
         elif args.keys_command == "list":
@@ -183,14 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = "revoked" if rec.revoked_at else "active"
                 print(f"{rec.id}\t{rec.project_id}\t{state}\t{rec.name}")
         elif args.keys_command == "revoke":
-            import time
+            from assistantd.service.keys import revoke_key
 
-            from assistantd.store import keys as key_rows
-
-            if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, int(time.time()))):
+            if not revoke_key(db, args.key_id, marker=_marker(settings)):
                 print(f"assistantd: no active key with id {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")
+        elif args.keys_command == "adopt-default":
+            return _adopt_default(db, settings, args.project)
     finally:
         asyncio.run(db.close())
     return 0

@@ -57,9 +57,13 @@ SETTINGS: tuple[Setting, ...] = (
         "allow_no_auth",
         bool,
         False,
-        "Accept any API key even when listening on a non-loopback address. Without keys configured the "
-        "server accepts any key on loopback only, and refuses to start elsewhere unless this is set.",
+        "Accept any API key even when listening on a non-loopback address. While no key has ever been created "
+        "the server accepts any key on loopback only, and refuses to start elsewhere unless this is set. Once "
+        "a key has existed it never accepts keyless requests again.",
     ),
+    Setting("key_cache_seconds", float, 5.0, "How long a server trusts an API key lookup. A key created or revoked "
+            "with `assistantd keys` takes effect at once on a server sharing its data dir (or SQLite file), and "
+            "within this many seconds on every other replica."),
     Setting("max_body_bytes", int, 16 * 1024 * 1024, "Largest JSON request body accepted, in bytes."),
     Setting("max_upload_bytes", int, 512 * 1024 * 1024, "Largest file upload accepted, in bytes."),
     Setting("max_json_depth", int, 64, "Deepest nesting of arrays and objects accepted in a JSON request body "
@@ -136,6 +140,7 @@ class Settings:
     database_url: str = ""
     api_keys: str = ""
     allow_no_auth: bool = False
+    key_cache_seconds: float = 5.0
     max_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 512 * 1024 * 1024
     max_json_depth: int = 64
