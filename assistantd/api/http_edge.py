@@ -31,6 +31,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 log = logging.getLogger("assistantd.http")
 
+# How long a connection we answered with an error stays half-open so the client can read the answer.
+LINGER_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class EdgeLimits:
@@ -82,6 +85,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen_at = 0.0
         self._client_key: str | None = None
+        self._lingering = False
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -113,7 +117,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._lingering:
             return
         self._unset_keepalive_if_required()
         if self._in_head:
@@ -272,7 +276,27 @@ class EdgeHttpProtocol(HttpToolsProtocol):
                 return
         if not self.transport.is_closing():
             self.transport.write(error_response(status, message, code))
+            self._linger()
+
+    def _linger(self) -> None:
+        """Close after the client has had a chance to read the answer.
+
+        Closing a socket with unread request bytes makes the kernel send a reset, which can destroy the
+        answer before the client reads it. So: stop sending, drop whatever still arrives, and close when
+        the client does or after a short, fixed time (nginx's "lingering close")."""
+        self._lingering = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self._close_now)
+
+    def _close_now(self) -> None:
+        if not self.transport.is_closing():
             self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        if self._lingering:
+            self._close_now()
+        return None
 
 
 def protocol_class(limits: EdgeLimits) -> type[EdgeHttpProtocol]:

@@ -58,7 +58,7 @@ def read_until_closed(sock: socket.socket) -> bytes:
         try:
             chunk = sock.recv(65536)
         except ConnectionResetError:
-            break
+            return out
         if not chunk:
             return out
         out += chunk
