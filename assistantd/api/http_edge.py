@@ -293,10 +293,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         if self._lingering:
             self._close_now()
-        return None
 
 
 def protocol_class(limits: EdgeLimits) -> type[EdgeHttpProtocol]:
