@@ -133,8 +133,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError as exc:
-            if self._reject is not None:
-                self._answer(self._reject.status, self._reject.message, self._reject.code)
+            reject, self._reject = self._reject, None
+            # The traceback links this protocol (and the request bytes in its frames) to itself: drop it,
+            # or every rejected connection waits for a full garbage collection to free its buffers.
+            exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+            if reject is not None:
+                reject.__traceback__ = None
+                self._answer(reject.status, reject.message, reject.code)
             else:
                 self._answer(400, f"The HTTP request is malformed: {exc}.", "invalid_http_request")
             return
