@@ -478,6 +478,9 @@ def attack(name: str, title: str, *, repeat_for: float = 0.0) -> Callable[[Attac
     return register
 
 
+BYSTANDER_SECONDS = 10.0
+
+
 def _ingest(ctx: Ctx, name: str, data: bytes, window: float) -> tuple[bool, str]:
     up = ctx.api("POST", "/files", files={"file": (name, data)}, data={"purpose": "assistants"}, timeout=120)
     if up.status_code != 200:
@@ -503,12 +506,14 @@ def _ingest(ctx: Ctx, name: str, data: bytes, window: float) -> tuple[bool, str]
         time.sleep(0.5)
     elapsed = time.monotonic() - started
     tiny_note = f"bystander file ready in {tiny_done:.1f} s" if tiny_done is not None else "bystander file not ready"
+    # The bystander must not wait behind the hostile file (a few seconds of its own work at most).
+    unhindered = tiny_done is not None and tiny_done < BYSTANDER_SECONDS
     if status == "failed":
         code = (error or {}).get("code")
         message = (error or {}).get("message", "")[:90]
-        return code == "invalid_file", f"failed ({code}: {message}) in {elapsed:.1f} s; {tiny_note}"
+        return code == "invalid_file" and unhindered, f"failed ({code}: {message}) in {elapsed:.1f} s; {tiny_note}"
     if status == "completed":
-        return elapsed < window and tiny_done is not None, f"completed in {elapsed:.1f} s; {tiny_note}"
+        return unhindered, f"completed in {elapsed:.1f} s; {tiny_note}"
     return False, f"still {status} after {elapsed:.0f} s; {tiny_note}"
 
 
@@ -654,21 +659,22 @@ def _run_code(ctx: Ctx, code: str, window: float) -> tuple[str, str, float]:
             for out in call.get("code_interpreter", {}).get("outputs", []):
                 logs.append(out.get("logs") or f"<{out.get('type')}>")
     text = " | ".join(logs) or json.dumps(run.get("last_error"))
-    return status, text, time.monotonic() - started
+    return status, " ".join(text.split()), time.monotonic() - started
 
 
-@attack("ci_disk_fill", "code interpreter: 1.5 GB into a hidden file in /mnt/data")
+@attack("ci_disk_fill", "code interpreter: 1.6 GB into hidden files in /mnt/data")
 def _disk_fill(ctx: Ctx) -> tuple[bool, str]:
+    # Eight 200 MB files: a per-file size cap alone does not stop this, a per-session quota does.
     code = (
-        "import os\nn = 0\nblock = b'x' * 2**20\n"
-        "try:\n    with open('/mnt/data/.hidden', 'wb') as f:\n        for _ in range(1536):\n"
-        "            f.write(block); n += 1\n    print(f'wrote {n} MB')\nexcept OSError as e:\n"
-        "    print(f'stopped at {n} MB: {e}')\n"
+        "n = 0\nblock = b'x' * 2**20\n"
+        "try:\n    for i in range(8):\n        with open(f'/mnt/data/.hidden{i}', 'wb') as f:\n"
+        "            for _ in range(200):\n                f.write(block); n += 1\n"
+        "    print(f'wrote {n} MB')\nexcept OSError as e:\n    print(f'stopped at {n} MB: {e}')\n"
     )
-    status, logs, secs = _run_code(ctx, code, window=60)
+    status, logs, secs = _run_code(ctx, code, window=90)
     wrote = re.search(r"(wrote|stopped at) (\d+) MB", logs)
     mb = int(wrote.group(2)) if wrote else -1
-    return 0 <= mb < 1536, f"run {status} in {secs:.0f} s: {logs[:120]}"
+    return 0 <= mb < 1500, f"run {status} in {secs:.0f} s: {logs[:120]}"
 
 
 @attack("ci_sparse_file", "code interpreter: a 200 MB sparse file as output")
