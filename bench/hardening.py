@@ -450,7 +450,13 @@ class Ctx:
     help_text: str
 
     def api(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        return self.http.request(method, f"{self.server.url}/v1{path}", **kw)
+        try:
+            return self.http.request(method, f"{self.server.url}/v1{path}", **kw)
+        except httpx.TransportError:
+            if method != "GET":
+                raise
+            # A keep-alive connection the server closed as we reused it (likelier while it is starved).
+            return self.http.request(method, f"{self.server.url}/v1{path}", **kw)
 
 
 Attack = Callable[[Ctx], tuple[bool, str]]
