@@ -556,7 +556,7 @@ def _slowloris(ctx: Ctx) -> tuple[bool, str]:
     while time.monotonic() < end and socks:
         for s in list(socks):
             try:
-                s.sendall(b"a" * 64)
+                s.sendall(b"a" * 512)  # 25 KB/s per connection, never a whole head
             except OSError:
                 cut += 1
                 socks.remove(s)
