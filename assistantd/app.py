@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Awaitable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 
 from assistantd.api import assistants, console, files, health, models, runs, threads, vector_stores
-from assistantd.api.errors import api_error, http_error, internal_error
+from assistantd.api.errors import api_error, client_disconnected, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
 from assistantd.diagnostics import startup_block
@@ -27,7 +28,7 @@ from assistantd.observability.tools import ObservedCodeInterpreter, observe_tool
 from assistantd.observability.web import MetricsMiddleware, metrics_listener
 from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
-from assistantd.service.keys import KeyService
+from assistantd.service.keys import KeyService, change_marker_path, is_loopback
 from assistantd.service.messages import MessageService
 from assistantd.service.registry import Services
 from assistantd.service.runs import RunService
@@ -115,7 +116,13 @@ def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -
         threads=threads,
         messages=MessageService(db, attach=vector_stores.ensure_thread_store),
         files=FileService(db, blobs, max_bytes=settings.max_upload_bytes),
-        keys=KeyService(db, settings.static_keys),
+        keys=KeyService(
+            db,
+            settings.static_keys,
+            open_allowed=is_loopback(settings.host) or settings.allow_no_auth,
+            cache_seconds=settings.key_cache_seconds,
+            marker=change_marker_path(settings.resolved_database_url, settings.data_path),
+        ),
         runs=RunService(db, engine, threads, expiry_seconds=settings.run_expiry_seconds),
         router=router,
         vector_stores=vector_stores,
@@ -189,6 +196,7 @@ def create_app(
         exception_handlers={
             APIError: api_error,
             HTTPException: http_error,
+            ClientDisconnect: client_disconnected,
             Exception: internal_error,
         },
         middleware=[
@@ -199,6 +207,8 @@ def create_app(
                 max_body=settings.max_body_bytes,
                 max_upload=settings.max_upload_bytes,
                 log_requests=settings.access_log,
+                # With --allow-no-auth on a public address, clients reach it by its real names.
+                loopback_hosts_only=is_loopback(settings.host),
             )
         ],
         lifespan=lifespan,

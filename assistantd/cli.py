@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from assistantd import __version__
-from assistantd.clock import now
-from assistantd.diagnostics import is_loopback
 from assistantd.observability import tracing
 from assistantd.observability.logs import configure_logging
 from assistantd.settings import SETTINGS, Settings, load_settings
@@ -147,9 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="List keys (ids, projects, names; never the keys).",
         description="List keys: id, project, active or revoked, name (never the keys).",
     )
-    revoke = keys_sub.add_parser("revoke", help="Revoke a key by its id.", description="Revoke a key by its id.")
+    revoke_help = (
+        "Revoke a key by its id (at once on a server sharing this data dir; within key_cache_seconds "
+        "elsewhere). Revoking every key locks the server: it never reopens to keyless requests."
+    )
+    revoke = keys_sub.add_parser("revoke", help=revoke_help, description=revoke_help)
     revoke.add_argument("key_id", help="The key's id, as `assistantd keys list` shows it (key_...).")
-    for p in (create, listing, revoke):
+    adopt_help = "Move every object of project 'default' (made while the server had no keys) into a project."
+    adopt = keys_sub.add_parser("adopt-default", help=adopt_help, description=adopt_help)
+    adopt.add_argument("--project", required=True, help="The project to move them into.")
+    for p in (create, listing, revoke, adopt):
         _common(p)
     return parser
 
@@ -162,25 +167,56 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(settings: Settings) -> int:
     import uvicorn
 
+    from assistantd.api.http_edge import EdgeLimits, protocol_class
     from assistantd.app import build_services, create_app
+    from assistantd.service.keys import OPEN, REFUSED
     from assistantd.store import keys as key_rows
+    from assistantd.store.lock import DataDirLock, DataDirLocked, sqlite_lock_path
 
-    services = build_services(settings)
-    has_keys = bool(settings.static_keys) or services.db.write_sync(key_rows.any_active)
-    if not has_keys:
-        if not is_loopback(settings.host) and not settings.allow_no_auth:
-            log.error(
-                "refusing to listen on %s without API keys: create one with `assistantd keys create`, "
-                "set ASSISTANTD_API_KEYS, or pass --allow-no-auth to accept any key",
-                settings.host,
-            )
+    lock_path = sqlite_lock_path(settings.resolved_database_url)
+    lock = DataDirLock(lock_path) if lock_path is not None else None
+    if lock is not None:
+        # Before the database is opened: a second server must not even migrate or reap runs.
+        try:
+            lock.acquire()
+        except DataDirLocked as exc:
+            log.error("refusing to start: %s", exc)
             return 2
-        log.warning("no API keys are configured: any key is accepted (project 'default')")
+    services = build_services(settings)
+    mode = services.keys.startup_mode
+    if mode == REFUSED:
+        log.error(
+            "refusing to listen on %s without API keys: create one with `assistantd keys create`, "
+            "set ASSISTANTD_API_KEYS, or pass --allow-no-auth to accept any key",
+            settings.host,
+        )
+        asyncio.run(services.db.close())
+        return 2
+    if mode == OPEN:
+        log.warning(
+            "no API key has ever been created: any key is accepted (project 'default'), only for requests "
+            "addressed to a loopback name, from this server's own origin, with JSON (or multipart) bodies. "
+            "The first key created switches this server to requiring keys."
+        )
+    elif not settings.static_keys and not services.db.write_sync(key_rows.any_active):
+        log.warning(
+            "every API key has been revoked: no request will be accepted until one is created "
+            "(`assistantd keys create`); the server does not reopen to keyless requests"
+        )
     # What it serves, where, and with which models is said in one block once the app has started
     # (diagnostics.startup_block, logged from the app's lifespan).
     app = create_app(settings, services)
+    limits = EdgeLimits(
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections_per_client=settings.max_connections_per_client,
+    )
     uvicorn.run(
         app,
+        http=protocol_class(limits),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -287,6 +323,40 @@ def _backup_or_restore(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _marker(settings: Settings) -> Any:
+    from assistantd.service.keys import change_marker_path
+
+    return change_marker_path(settings.resolved_database_url, settings.data_path)
+
+
+def _adopt_default(db: Any, settings: Settings, project: str) -> int:
+    from assistantd.errors import APIError
+    from assistantd.service.keys import adopt_default
+    from assistantd.store.lock import DataDirLock, DataDirLocked, sqlite_lock_path
+
+    # A live server caches objects and runs of its projects: move them only while none serves this
+    # SQLite file (on PostgreSQL, stop the replicas first; active runs are refused either way).
+    lock_path = sqlite_lock_path(settings.resolved_database_url)
+    lock = DataDirLock(lock_path) if lock_path is not None else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        moved = adopt_default(db, project)
+    except DataDirLocked as exc:
+        print(f"assistantd: stop the server first: {exc}", file=sys.stderr)
+        return 1
+    except APIError as exc:
+        print(f"assistantd: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        if lock is not None:
+            lock.release()
+    total = sum(moved.values())
+    detail = ", ".join(f"{table} {count}" for table, count in moved.items() if count)
+    print(f"moved {total} rows from project 'default' to {project!r}" + (f" ({detail})" if detail else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -326,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.keys_command == "create":
             from assistantd.service.keys import create_key
 
-            created = create_key(db, args.project, args.name)
+            created = create_key(db, args.project, args.name, marker=_marker(settings))
             print(f"id:      {created.id}\nproject: {created.project}\nkey:     {created.key}")
             print("Store the key now: only its hash is kept.", file=sys.stderr)
         elif args.keys_command == "list":
@@ -336,12 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = "revoked" if rec.revoked_at else "active"
                 print(f"{rec.id}\t{rec.project_id}\t{state}\t{rec.name}")
         elif args.keys_command == "revoke":
-            from assistantd.store import keys as key_rows
+            from assistantd.service.keys import revoke_key
 
-            if not db.write_sync(lambda conn: key_rows.revoke(conn, args.key_id, now())):
+            if not revoke_key(db, args.key_id, marker=_marker(settings)):
                 print(f"assistantd: no active key with id {args.key_id}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key_id}")
+        elif args.keys_command == "adopt-default":
+            return _adopt_default(db, settings, args.project)
     finally:
         asyncio.run(db.close())
     return 0

@@ -9,8 +9,6 @@ code interpreter and file search work. ``check`` goes further and talks to each 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from assistantd import __version__
 from assistantd.llm.router import OPENAI_BASE_URL, ModelRouter
+from assistantd.service.keys import is_loopback
 from assistantd.service.registry import Services
 from assistantd.settings import Settings
 
@@ -111,18 +110,6 @@ async def startup_block(settings: Settings, services: Services) -> str:
         code_interpreter=code,
         file_search=services.vector_stores.mode,
     )
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        try:
-            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
-        except OSError:
-            return False
 
 
 def auth_description(static_keys: Mapping[str, str], open_mode: bool, loopback: bool) -> str:

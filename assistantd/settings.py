@@ -77,8 +77,9 @@ class Settings:
     )
     allow_no_auth: bool = setting(
         False,
-        "Accept any API key even when listening on a non-loopback address. Without keys configured the server"
-        " accepts any key on loopback only, and refuses to start elsewhere unless this is set.",
+        "Accept any API key even when listening on a non-loopback address. While no key has ever been created "
+        "the server accepts any key on loopback only, and refuses to start elsewhere unless this is set. Once "
+        "a key has existed it never accepts keyless requests again.",
     )
     max_body_bytes: int = setting(16 * 1024 * 1024, "Largest JSON request body accepted, in bytes.")
     max_upload_bytes: int = setting(512 * 1024 * 1024, "Largest file upload accepted, in bytes.")
@@ -247,6 +248,42 @@ class Settings:
         100,
         'How many times its packed size a part (over 1 MB) of a .docx or .pptx may unpack to; a higher ratio '
         'marks a zip bomb.',
+    )
+    key_cache_seconds: float = setting(
+        5.0,
+        'How long a server trusts an API key lookup. A key created or revoked with `assistantd keys` takes '
+        'effect at once on a server sharing its data dir (or SQLite file), and within this many seconds on '
+        'every other replica.',
+    )
+    max_json_depth: int = setting(
+        64,
+        'Deepest nesting of arrays and objects accepted in a JSON request body (deeper: 400).',
+    )
+    max_url_bytes: int = setting(
+        8192,
+        'Longest request URL (path and query) accepted, in bytes (longer: 414).',
+    )
+    max_header_bytes: int = setting(
+        32768,
+        'Largest request head (request line and all headers) accepted, in bytes (larger: 431).',
+    )
+    max_headers: int = setting(
+        100,
+        'Most header fields accepted in one request (more: 431).',
+    )
+    header_timeout: float = setting(
+        15.0,
+        'Seconds a client has to send a whole request head, from its first byte or from connecting (then 408 '
+        'and the connection is closed).',
+    )
+    body_timeout: float = setting(
+        30.0,
+        'Seconds a request body may go without a byte arriving (then 408 and the connection is closed).',
+    )
+    max_connections_per_client: int = setting(
+        256,
+        'Connections one client address may hold open at once (more: 429 and closed); 0: no cap. Behind a '
+        'reverse proxy every client shares its address.',
     )
 
     # The config file's [[upstreams]] and [aliases] tables (see SECTIONS), for the model router.

@@ -407,6 +407,15 @@ def upstream(root: Path, args: argparse.Namespace, cpus: str) -> Iterator[subpro
         stop(proc)
 
 
+def _serve_has_flag(source: Path, flag: str) -> bool:
+    """Whether the server under test (maybe an older checkout) knows ``flag``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))}
+    shown = subprocess.run(
+        [sys.executable, "-m", "assistantd", "serve", "--help"], capture_output=True, text=True, env=env, check=False
+    )
+    return flag in shown.stdout
+
+
 @contextlib.contextmanager
 def assistantd(
     root: Path, backend: str, upstream_port: int, cpus: str, database_url: str, args: argparse.Namespace
@@ -420,6 +429,8 @@ def assistantd(
     if database_url:
         cmd += ["--database-url", database_url]
     source = Path(args.server_source).resolve() if args.server_source else REPO
+    if _serve_has_flag(source, "--max-connections-per-client"):
+        cmd += ["--max-connections-per-client", "0"]  # every stream of the burst comes from this one address
     proc = spawn(cmd, cpus, root / f"server-{backend}.log", port, source)
     proc.port = port  # type: ignore[attr-defined]
     try:

@@ -194,7 +194,10 @@ def _api_factory(stack: contextlib.ExitStack, backend: str, database_url: str, d
         if extend is not None:
             extend(app)
         headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
-        client = TestClient(app, headers=headers, raise_server_exceptions=raise_server_exceptions)
+        # A loopback name, as a local client would send: an open server refuses other Host headers.
+        client = TestClient(
+            app, base_url="http://localhost", headers=headers, raise_server_exceptions=raise_server_exceptions
+        )
         stack.enter_context(client)
         return Api(client=client, app=app, settings=settings, database_url=database_url, backend=backend)
 

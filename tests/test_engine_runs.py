@@ -447,7 +447,7 @@ def test_annotations_ride_on_their_marker_text_and_the_sdk_snapshot_is_the_store
         tool_resources={"file_search": {"vector_store_ids": [store_id]}},
     )
     t = thread(runs.client, "When are spring tides?")
-    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="sk-test", http_client=runs.client)
+    sdk = openai.OpenAI(base_url="http://localhost/v1", api_key="sk-test", http_client=runs.client)
     snapshots: list[str] = []
 
     class Handler(openai.AssistantEventHandler):

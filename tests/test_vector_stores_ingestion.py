@@ -212,7 +212,8 @@ def test_status_of_every_file_is_final_after_shutdown(database_url: str, tmp_pat
     completed with all its chunks, never completed with some."""
     settings = load_settings(overrides={"data_dir": str(tmp_path / "data"), "database_url": database_url}, environ={})
     text = " ".join(f"Line {i} of a long file about harbour cranes and container logistics." for i in range(150))
-    with TestClient(create_app(settings), headers={"Authorization": "Bearer sk-x"}) as client:
+    auth = {"Authorization": "Bearer sk-x"}
+    with TestClient(create_app(settings), base_url="http://localhost", headers=auth) as client:
         ids = [upload(client, f"big{i}.txt", text) for i in range(2)]
         vs = create_store(client, file_ids=ids)["id"]
     # the server has shut down, whatever it was doing

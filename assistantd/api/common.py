@@ -40,7 +40,37 @@ async def body(request: Request, model: type[M], *, optional: bool = False) -> M
             f"We could not parse the JSON body of your request: {exc}. The API expects a JSON object.",
             code="invalid_json",
         ) from None
+    limit = _max_json_depth(request)
+    if _deeper_than(data, limit):
+        # Checked before validation: pydantic and orjson (which stops at 255 levels when the object is
+        # stored) would otherwise fail deep inside, as a 500.
+        raise InvalidRequest(
+            f"The JSON body is nested too deeply: the limit is {limit} levels of arrays and objects "
+            "(max_json_depth).",
+            code="json_too_deep",
+        )
     return parse(model, data)
+
+
+def _max_json_depth(request: Request) -> int:
+    return int(request.app.state.settings.max_json_depth)
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -83,6 +83,13 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+async def client_disconnected(request: Request, exc: Exception) -> Response:
+    """The client went away (or the connection handler cut a stalled body) while we read the request:
+    nobody is left to answer, and it is not a server error."""
+    log.info("client disconnected while sending %s %s", request.method, request.url.path)
+    return envelope(400, "The client disconnected before the request was complete.", "invalid_request_error")
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return internal_error_response()

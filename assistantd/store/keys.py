@@ -48,3 +48,45 @@ def revoke(conn: Conn, key_id: str, at: int) -> bool:
         conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
         > 0
     )
+
+
+def any_ever(conn: Conn) -> bool:
+    """Whether any key, active or revoked, was ever created: then the server never opens again.
+
+    ``revoke`` only marks rows, never deletes them, so the table itself remembers."""
+    return conn.fetchone("SELECT 1 FROM api_keys LIMIT 1") is not None
+
+
+def active_runs(conn: Conn, project: str) -> int:
+    return int(
+        conn.fetchval(
+            "SELECT count(*) FROM runs WHERE project_id = ? "
+            "AND status IN ('queued', 'in_progress', 'requires_action', 'cancelling')",
+            (project,),
+        )
+    )
+
+
+def _project_tables(conn: Conn) -> list[str]:
+    """Every table with a project_id column, except the keys themselves (found, not listed, so a table a
+    later migration adds is moved too)."""
+    if conn.dialect == "sqlite":
+        names = [r[0] for r in conn.fetchall("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        tables = [n for n in names if any(c[1] == "project_id" for c in conn.fetchall(f'PRAGMA table_info("{n}")'))]
+    else:
+        tables = [
+            r[0]
+            for r in conn.fetchall(
+                "SELECT table_name FROM information_schema.columns WHERE column_name = 'project_id' "
+                "AND table_schema = current_schema() ORDER BY table_name"
+            )
+        ]
+    return [t for t in tables if t != "api_keys"]
+
+
+def move_project(conn: Conn, source: str, target: str) -> dict[str, int]:
+    """Move every object of ``source`` to ``target``; the number moved per table."""
+    return {
+        table: conn.execute(f'UPDATE "{table}" SET project_id = ? WHERE project_id = ?', (target, source))
+        for table in _project_tables(conn)
+    }
