@@ -49,6 +49,7 @@ def build_services(settings: Settings) -> Services:
         api_key=settings.upstream_api_key,
         timeout=settings.upstream_timeout,
         extra=settings.extra,
+        total_timeout=settings.upstream_total_timeout or None,
     )
     embedder, search_mode = build_embedder(
         base_url=settings.embedding_base_url,

@@ -71,7 +71,11 @@ SETTINGS: tuple[Setting, ...] = (
         "model. More upstreams, model patterns and aliases go in the config file.",
     ),
     Setting("upstream_api_key", str, "", "The key sent to the upstream endpoint (never logged)."),
-    Setting("upstream_timeout", float, 600.0, "Seconds a model call may take before the run fails."),
+    Setting("upstream_timeout", float, 600.0, "Seconds a model call may wait for the upstream's next bytes (idle) "
+            "before the run fails."),
+    Setting("upstream_total_timeout", float, 1800.0, "Seconds one model call may take in all, retries included, "
+            "before the run fails (an upstream that trickles tokens or only keep-alive comments ends too); "
+            "0: no limit."),
     Setting("run_expiry_seconds", int, 600, "A run still waiting for tool outputs this long after "
             "creation becomes expired."),
     Setting("run_lease_seconds", float, 30.0, "How long a server's claim on a run lasts without renewal; "
@@ -130,6 +134,7 @@ class Settings:
     upstream_base_url: str = ""
     upstream_api_key: str = ""
     upstream_timeout: float = 600.0
+    upstream_total_timeout: float = 1800.0
     run_expiry_seconds: int = 600
     run_lease_seconds: float = 30.0
     reap_interval_seconds: float = 5.0

@@ -275,7 +275,7 @@ class RunJob:
         system = [{"role": "system", "content": self.run["instructions"]}] if self.run["instructions"] else []
         turns = context.run_turns(steps, by_id, self.state.get("server_calls"))
         fixed = sum(context.message_tokens(m) for m in [*system, *turns])
-        budget = self.engine.context_tokens - _TOKEN_RESERVE - fixed
+        budget = self.engine.context_tokens - context.answer_reserve(self.engine.context_tokens) - fixed
         usage = self.state.get("usage") or {}
         if self.run.get("max_prompt_tokens"):
             budget = min(budget, self.run["max_prompt_tokens"] - usage.get("prompt_tokens", 0) - fixed)

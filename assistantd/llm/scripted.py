@@ -9,8 +9,12 @@ exercised. Scripts are queued per model name (tests use their own model names an
 
 A turn: ``text`` (streamed word by word, or as given in ``chunks``), ``tool_calls``
 (``[{"name", "arguments"}]``), ``usage`` (``{"prompt_tokens", "completion_tokens"}``), ``finish_reason``,
-``status`` + ``error`` (answer with that HTTP error), ``fail_after`` (send that many chunks then
+``status`` + ``error`` (answer with that HTTP error; ``headers`` adds e.g. ``Retry-After``),
+``fail_after`` (send that many chunks then
 break the stream), ``hold`` (after the first chunk, wait for /_release), ``ttft_ms`` / ``delay_ms``.
+Faults a real server may send: ``raw`` (``{"body", "content_type"}``: a 200 with that body instead of a
+stream) and ``raw_stream`` (an event stream of exactly these strings, ``repeat`` times over, ``delay_ms``
+apart: a stream with no ``data:`` lines, only comments, cut off, or with chunks of the wrong shape).
 With no turn queued the model echoes the last user message; ``--ttft-ms``, ``--delay-ms`` and
 ``--tokens`` shape that default answer for benchmarks.
 
@@ -88,6 +92,14 @@ def _usage(turn: dict[str, Any], body: dict[str, Any], pieces: list[str]) -> dic
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+async def _raw_stream(turn: dict[str, Any]) -> AsyncIterator[bytes]:
+    for n in range(int(turn.get("repeat", 1))):
+        for i, piece in enumerate(turn["raw_stream"]):
+            if (n or i) and turn.get("delay_ms"):
+                await asyncio.sleep(turn["delay_ms"] / 1000)
+            yield piece.encode()
+
+
 def create_app(script: Script | None = None) -> Starlette:
     script = script or Script()
 
@@ -98,7 +110,16 @@ def create_app(script: Script | None = None) -> Starlette:
         turn = script.next_turn(body)
         if "status" in turn:
             error = {"error": {"message": turn.get("error", "scripted failure"), "type": "server_error"}}
-            return Response(orjson.dumps(error), status_code=int(turn["status"]), media_type="application/json")
+            return Response(
+                orjson.dumps(error),
+                status_code=int(turn["status"]),
+                media_type="application/json",
+                headers=turn.get("headers") or {},
+            )
+        if "raw" in turn:
+            return Response(turn["raw"]["body"].encode(), media_type=turn["raw"].get("content_type"))
+        if "raw_stream" in turn:
+            return StreamingResponse(_raw_stream(turn), media_type="text/event-stream")
         pieces = _chunks_of(turn)
         calls = turn.get("tool_calls") or []
         finish = turn.get("finish_reason") or ("tool_calls" if calls else "stop")
