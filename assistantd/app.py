@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Mount
 
-from assistantd.api import assistants, files, health, models, runs, threads, vector_stores
+from assistantd.api import assistants, files, health, models, passthrough, runs, threads, vector_stores
 from assistantd.api.errors import api_error, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
@@ -24,6 +24,7 @@ from assistantd.service.files import FileService
 from assistantd.service.ingestion import Ingestor
 from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
+from assistantd.service.passthrough import PassthroughService
 from assistantd.service.registry import Services
 from assistantd.service.runs import RunService
 from assistantd.service.threads import ThreadService
@@ -88,6 +89,7 @@ def build_services(settings: Settings) -> Services:
         router=router,
         vector_stores=vector_stores,
         code_interpreter=interpreter,
+        passthrough=PassthroughService(router, total_timeout=settings.upstream_total_timeout or None),
     )
 
 
@@ -144,7 +146,15 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             await services.db.close()
 
     # runs before threads: /threads/runs must not be taken for a thread id.
-    v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *vector_stores.routes, *models.routes]
+    v1 = [
+        *assistants.routes,
+        *runs.routes,
+        *threads.routes,
+        *files.routes,
+        *vector_stores.routes,
+        *models.routes,
+        *passthrough.routes,
+    ]
     app = Starlette(
         routes=[*health.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
         exception_handlers={

@@ -185,6 +185,26 @@ class OpenAICompatModel(ChatModel):
             finally:
                 watch.stop()
 
+    async def relay(self, path: str, body: bytes) -> httpx.Response:
+        """POST ``body`` to ``path`` (e.g. ``/embeddings``) and return the response unread, for pass-through.
+
+        The caller reads (``aiter_raw`` for byte-faithful streaming) and must ``aclose`` it. Connection
+        failures are ``UpstreamError``; the upstream's own error answers come back as they are.
+        """
+        request = self._client.build_request(
+            "POST",
+            path,
+            content=body,
+            headers={"Content-Type": "application/json"},
+            timeout=httpx.Timeout(self._read_timeout, connect=10.0),
+        )
+        try:
+            return await self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise UpstreamError(
+                f"The model provider '{self.name}' could not be reached: {type(exc).__name__}: {exc}".rstrip(": ")
+            ) from exc
+
     async def list_models(self) -> list[str]:
         response = await self._client.get("/models", timeout=5.0)
         response.raise_for_status()
