@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -270,3 +271,19 @@ def test_usage_is_counted_locally_when_the_upstream_sends_none(upstream: str) ->
     _script(upstream, "with-usage", {"text": "hi", "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
     assert [e for e in _collect(upstream, ChatRequest(model="with-usage", messages=[])) if isinstance(e, Usage)] == [
         Usage(3, 1)]
+
+
+def test_a_tool_call_name_repeated_on_every_fragment_arrives_once(upstream: str) -> None:
+    """llama-cpp-python's server repeats the call's id and name on each argument fragment."""
+    def fragment(args: str) -> str:
+        call = {"index": 0, "id": "call_x", "type": "function", "function": {"name": "get_weather", "arguments": args}}
+        delta = {"content": None, "tool_calls": [call]}
+        return "data: " + json.dumps({"choices": [{"index": 0, "delta": delta}]}) + "\n\n"
+
+    _script(upstream, "repeated-names", {"raw_stream": [
+        fragment('{"city"'), fragment(': "Paris"}'),
+        'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}\n\n', "data: [DONE]\n\n"]})
+    events = _collect(upstream, ChatRequest(model="repeated-names", messages=[]))
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert [(c.id, c.name) for c in calls] == [("call_x", "get_weather"), (None, None)]
+    assert "".join(c.arguments for c in calls) == '{"city": "Paris"}'

@@ -402,6 +402,7 @@ async def _parse(response: httpx.Response, watch: _ReadWatch, name: str = "upstr
         raise _malformed(name, f"a {kind} body instead of an event stream: {_quote(raw)}")
     finish: str | None = None
     done = False
+    named: set[int] = set()  # tool calls whose id and name were passed on (llama-cpp-python repeats them)
     async for data in _data_lines(response, watch, body):
         if data == b"[DONE]":
             done = True
@@ -420,7 +421,11 @@ async def _parse(response: httpx.Response, watch: _ReadWatch, name: str = "upstr
             for event in _events(chunk):
                 if isinstance(event, Finish):
                     finish = event.reason
+                elif isinstance(event, ToolCallDelta) and event.index in named:
+                    yield ToolCallDelta(event.index, None, None, event.arguments)
                 else:
+                    if isinstance(event, ToolCallDelta) and event.name:
+                        named.add(event.index)
                     yield event
         except (TypeError, ValueError, AttributeError):
             raise _malformed(name, f"a stream chunk of the wrong shape: {_quote(data)}") from None
