@@ -287,3 +287,16 @@ def test_a_tool_call_name_repeated_on_every_fragment_arrives_once(upstream: str)
     calls = [e for e in events if isinstance(e, ToolCallDelta)]
     assert [(c.id, c.name) for c in calls] == [("call_x", "get_weather"), (None, None)]
     assert "".join(c.arguments for c in calls) == '{"city": "Paris"}'
+
+
+def test_an_upstream_that_cannot_stream_tool_calls_is_asked_for_whole_answers(upstream: str) -> None:
+    """llama-cpp-python: "Automatic streaming tool choice is not supported"; ``stream_with_tools = false``."""
+    _script(upstream, "whole-tools", {"text": "Checking.", "tool_calls": [{"name": "f", "arguments": '{"a": 1}'}],
+                                      "usage": {"prompt_tokens": 9, "completion_tokens": 4}})
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    events = _collect(upstream, ChatRequest(model="whole-tools", messages=[], tools=tools), stream_with_tools=False)
+    assert events == [Usage(9, 4), TextDelta("Checking."), ToolCallDelta(0, "call_0", "f", '{"a": 1}'),
+                      Finish("tool_calls")]
+    assert _sent(upstream, "whole-tools")[0]["stream"] is False
+    _collect(upstream, ChatRequest(model="whole-no-tools", messages=[]), stream_with_tools=False)
+    assert _sent(upstream, "whole-no-tools")[0]["stream"] is True  # no tools offered: streamed as usual

@@ -53,6 +53,7 @@ class OpenAICompatModel(ChatModel):
         max_connections: int = 2048,
         merge_roles: bool = True,
         reasoning_models: list[str] | None = None,
+        stream_with_tools: bool = True,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.name = name
@@ -61,6 +62,10 @@ class OpenAICompatModel(ChatModel):
         self._total_timeout = total_timeout
         self.merge_roles = merge_roles
         self.reasoning_models = reasoning_models
+        # llama-cpp-python's function-calling chat format cannot stream a call where the model may choose
+        # between text and tools ("Automatic streaming tool choice is not supported"): such upstreams
+        # are asked for whole answers whenever tools are offered, which become the same events.
+        self.stream_with_tools = stream_with_tools
         per_pool = max(1, -(-max_connections // _POOLS))
         tls = httpx.create_ssl_context()  # what each client would build itself (~50 ms each), built once
         self._clients = [
@@ -78,12 +83,14 @@ class OpenAICompatModel(ChatModel):
         self._busy = [0] * len(self._clients)  # streams in flight per pool
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
+        streamed = self.stream_with_tools or not request.tools
         body: dict[str, Any] = {
             "model": request.model,
             "messages": upstream_messages(request.messages, merge_roles=self.merge_roles),
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream": streamed,
         }
+        if streamed:
+            body["stream_options"] = {"include_usage": True}
         if request.tools:
             body["tools"] = request.tools
             if request.tool_choice is not None:
@@ -111,7 +118,7 @@ class OpenAICompatModel(ChatModel):
         self._busy[pool] += 1
         try:
             tally = _Tally()
-            async for event in self._stream(self._clients[pool], body):
+            async for event in self._stream(self._clients[pool], body, streamed=payload["stream"]):
                 if isinstance(event, Finish) and not tally.usage_seen:
                     # No usage from the upstream: count locally so usage and budgets still work.
                     usage = Usage(count_prompt(payload["messages"], payload.get("tools")), tally.completion())
@@ -128,7 +135,9 @@ class OpenAICompatModel(ChatModel):
         finally:
             self._busy[pool] -= 1
 
-    async def _stream(self, client: httpx.AsyncClient, body: bytes) -> AsyncIterator[ChatEvent]:
+    async def _stream(
+        self, client: httpx.AsyncClient, body: bytes, *, streamed: bool = True
+    ) -> AsyncIterator[ChatEvent]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout if self._total_timeout else None
         for attempt in range(_RETRIES + 1):
@@ -151,7 +160,8 @@ class OpenAICompatModel(ChatModel):
                                 continue
                         raise error
                     streaming = True
-                    async for event in _parse(response, watch, self.name):
+                    parse = _parse if streamed else _parse_whole
+                    async for event in parse(response, watch, self.name):
                         yield event
                     return
             except httpx.TransportError as exc:
@@ -434,6 +444,36 @@ async def _parse(response: httpx.Response, watch: _ReadWatch, name: str = "upstr
     if finish is None and not done:
         raise _malformed(name, "an event stream that ended without a finish_reason or [DONE] (cut off)")
     yield Finish(finish or "stop")
+
+
+async def _parse_whole(response: httpx.Response, watch: _ReadWatch, name: str = "upstream") -> AsyncIterator[ChatEvent]:
+    """A non-streamed ``chat.completion`` as the same events a stream would have given."""
+    watch.reading()
+    raw = await response.aread()
+    watch.idle()
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _malformed(name, f"a body that is not JSON: {_quote(raw)}") from None
+    if isinstance(doc, dict) and "error" in doc:
+        err = doc["error"]
+        raise UpstreamError(f"The model provider failed: {err.get('message') if isinstance(err, dict) else err}")
+    if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list) or not doc["choices"]:
+        raise _malformed(name, f"a completion without choices: {_quote(raw)}")
+    try:
+        choice = doc["choices"][0]
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"content": message.get("content")}
+        delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(message.get("tool_calls") or [])]
+        chunk = {"usage": doc.get("usage"), "choices": [{"delta": delta, "finish_reason": choice.get("finish_reason")}]}
+        events = _events(chunk)
+    except (TypeError, ValueError, AttributeError):
+        raise _malformed(name, f"a completion of the wrong shape: {_quote(raw)}") from None
+    finish = next((e for e in events if isinstance(e, Finish)), Finish("stop"))
+    for event in events:
+        if not isinstance(event, Finish):
+            yield event
+    yield finish
 
 
 def _events(chunk: dict[str, Any]) -> list[ChatEvent]:

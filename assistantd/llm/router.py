@@ -44,6 +44,7 @@ class Upstream:
     total_timeout: float | None = None
     merge_roles: bool = True  # merge consecutive turns of one role (strict chat templates need alternation)
     reasoning_models: list[str] | None = None  # globs of reasoning models; None: the built-in families
+    stream_with_tools: bool = True  # false: calls that offer tools ask for whole answers (llama-cpp-python)
     _client: ChatModel | None = None
 
     def matches(self, model: str) -> bool:
@@ -60,6 +61,7 @@ class Upstream:
                 name=self.name,
                 merge_roles=self.merge_roles,
                 reasoning_models=self.reasoning_models,
+                stream_with_tools=self.stream_with_tools,
             )
         return self._client
 
@@ -109,6 +111,7 @@ class ModelRouter:
                     total_timeout=float(entry_total) if entry_total else None,
                     merge_roles=bool(entry.get("merge_roles", True)),
                     reasoning_models=[str(m) for m in reasoning] if reasoning is not None else None,
+                    stream_with_tools=bool(entry.get("stream_with_tools", True)),
                 )
             )
         if base_url:
