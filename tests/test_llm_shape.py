@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistantd.llm.router import ModelRouter
-from assistantd.llm.shape import is_reasoning_model, sampling_fields, upstream_messages
+from assistantd.llm.shape import is_reasoning_model, sampling_fields, upstream_messages, upstream_tool_choice
 
 
 @pytest.mark.parametrize("model", ["o1", "o1-mini", "o3", "o3-mini-2025-01-31", "o4-mini", "gpt-5", "gpt-5-mini",
@@ -48,3 +48,11 @@ def test_upstream_options_come_from_the_config() -> None:
     with pytest.raises(ValueError, match="reasoning_models must be a list"):
         ModelRouter.from_config(base_url="", api_key="", timeout=5.0, extra={"upstreams": [
             {"base_url": "http://a/v1", "reasoning_models": "o*"}]})
+
+
+def test_required_with_one_tool_names_it() -> None:
+    one = [{"type": "function", "function": {"name": "code_interpreter"}}]
+    two = [*one, {"type": "function", "function": {"name": "f"}}]
+    assert upstream_tool_choice(one, "required") == {"type": "function", "function": {"name": "code_interpreter"}}
+    assert upstream_tool_choice(two, "required") == "required"
+    assert upstream_tool_choice(one, "auto") == "auto"

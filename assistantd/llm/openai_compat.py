@@ -22,7 +22,7 @@ from assistantd.llm.base import (
     UpstreamError,
     Usage,
 )
-from assistantd.llm.shape import is_reasoning_model, sampling_fields, upstream_messages
+from assistantd.llm.shape import is_reasoning_model, sampling_fields, upstream_messages, upstream_tool_choice
 from assistantd.llm.tokens import count_prompt, count_text
 
 log = logging.getLogger("assistantd.llm")
@@ -94,7 +94,7 @@ class OpenAICompatModel(ChatModel):
         if request.tools:
             body["tools"] = request.tools
             if request.tool_choice is not None:
-                body["tool_choice"] = request.tool_choice
+                body["tool_choice"] = upstream_tool_choice(request.tools, request.tool_choice)
             if request.parallel_tool_calls is not None:
                 body["parallel_tool_calls"] = request.parallel_tool_calls
         body.update(

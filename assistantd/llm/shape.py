@@ -99,3 +99,14 @@ def upstream_messages(messages: list[dict[str, Any]], *, merge_roles: bool = Tru
             continue
         shaped.append(message)
     return shaped
+
+
+def upstream_tool_choice(tools: list[dict[str, Any]], choice: Any) -> Any:
+    """``tool_choice`` as every server takes it: ``required`` with a single tool names that tool.
+
+    The two mean the same, and llama-cpp-python's function-calling format accepts only ``auto``, ``none``
+    or a named function (``required`` is a 500 there).
+    """
+    if choice == "required" and len(tools) == 1 and tools[0].get("type") == "function":
+        return {"type": "function", "function": {"name": tools[0]["function"]["name"]}}
+    return choice

@@ -347,8 +347,19 @@ def usage_estimate(servers: RealServers) -> str:
         est_c += count_text(doc["choices"][0]["message"]["content"] or "")
         real_p += doc["usage"]["prompt_tokens"]
         est_p += count_prompt(messages)
-    return (f"completion: local {est_c} vs server {real_c} ({est_c / real_c:.2f}x); "
-            f"prompt: local {est_p} vs server {real_p} ({est_p / real_p:.2f}x)")
+    # Plain text, counted by the server's own tokenizer: README's paragraphs and one source file.
+    from .harness import ROOT
+
+    corpus = [p for p in (ROOT / "README.md").read_text().split("\n\n") if len(p) > 200]
+    corpus.append((ROOT / "assistantd" / "llm" / "shape.py").read_text())
+    real_t = est_t = 0
+    for text in corpus:
+        tokens = httpx.post(f"{servers.llama_url.removesuffix('/v1')}/extras/tokenize", timeout=60,
+                            json={"input": text}).json()["tokens"]
+        real_t += len(tokens)
+        est_t += count_text(text)
+    return (f"text: local {est_t} vs server {real_t} ({est_t / real_t:.2f}x); answers: local {est_c} vs "
+            f"{real_c} ({est_c / real_c:.2f}x); prompts: local {est_p} vs {real_p} ({est_p / real_p:.2f}x)")
 
 
 FLOWS: list[tuple[str, Callable[[RealServers], str]]] = [
