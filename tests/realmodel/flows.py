@@ -164,7 +164,8 @@ def seed_003_async_o3_poll_loop(servers: RealServers) -> str:
         await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Plot y = x^2")
         run = await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
         seen = 0
-        for _ in range(600):
+        deadline = asyncio.get_running_loop().time() + 900  # a slow CPU: a few tokens a second
+        while asyncio.get_running_loop().time() < deadline:
             run = await client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
             steps = await client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc")
             seen = len(steps.data)
