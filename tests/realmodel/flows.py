@@ -48,8 +48,11 @@ def _done(run: Any, *allowed: str) -> None:
 
 
 class _Handler(AssistantEventHandler):
-    def __init__(self) -> None:
+    def __init__(self, cancel_after_calls: int = 0, client: openai.OpenAI | None = None) -> None:
         super().__init__()
+        self.cancel_after_calls = cancel_after_calls
+        self.client = client
+        self.cancelled = False
         self.deltas: list[Any] = []
         self.tool_types: list[str] = []
         self.code: list[str] = []
@@ -60,6 +63,13 @@ class _Handler(AssistantEventHandler):
 
     def on_tool_call_created(self, tool_call: Any) -> None:
         self.tool_types.append(tool_call.type)
+        run = self.current_run
+        if self.cancel_after_calls and len(self.tool_types) > self.cancel_after_calls and not self.cancelled:
+            # A tool forced on every model call is called again and again: stop it rather than wait
+            # for the engine's limit of model calls, a minute each on a loaded CPU.
+            assert self.client is not None and run is not None
+            self.cancelled = True
+            self.client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
 
     def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
         if delta.type == "code_interpreter" and delta.code_interpreter:
@@ -136,11 +146,15 @@ def seed_002_code_interpreter(servers: RealServers) -> str:
     )  # fmt: skip
     thread = client.beta.threads.create(messages=[{"role": "user", "content":
         "Run scipy.stats.ttest_ind on [1, 2, 3, 4] and [2, 4, 6, 8] and report the p-value."}])  # fmt: skip
-    handler = _Handler()
+    handler = _Handler(cancel_after_calls=2, client=client)
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler,
                                          tool_choice={"type": "code_interpreter"}) as stream:
         stream.until_done()
         run = stream.get_final_run()
+    assert not handler.cancelled, (
+        f"cancelled after {len(handler.tool_types)} code calls (code ran: {sum(map(len, handler.logs))} chars of "
+        "logs): the forced tool_choice is sent on every model call, not only the first"
+    )
     _done(run)
     steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
     calls = [c for s in steps if s.type == "tool_calls" for c in s.step_details.tool_calls]  # type: ignore[union-attr]
