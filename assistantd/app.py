@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 
-from assistantd.api import assistants, console, files, health, models, runs, threads, vector_stores
+from assistantd.api import assistants, console, files, health, models, passthrough, runs, threads, vector_stores
 from assistantd.api.errors import api_error, client_disconnected, http_error, internal_error
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
@@ -30,6 +30,7 @@ from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
 from assistantd.service.keys import KeyService, change_marker_path, is_loopback
 from assistantd.service.messages import MessageService
+from assistantd.service.passthrough import PassthroughService
 from assistantd.service.registry import Services
 from assistantd.service.runs import RunService
 from assistantd.service.threads import ThreadService
@@ -68,6 +69,7 @@ def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -
             api_key=settings.upstream_api_key,
             timeout=settings.upstream_timeout,
             extra=settings.extra,
+            total_timeout=settings.upstream_total_timeout or None,
         )
     embedder, search_mode = build_embedder(
         base_url=settings.embedding_base_url,
@@ -127,6 +129,7 @@ def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -
         router=router,
         vector_stores=vector_stores,
         code_interpreter=interpreter,
+        passthrough=PassthroughService(router, total_timeout=settings.upstream_total_timeout or None),
     )
 
 
@@ -190,7 +193,15 @@ def create_app(
             await services.db.close()
 
     # runs before threads: /threads/runs must not be taken for a thread id.
-    v1 = [*assistants.routes, *runs.routes, *threads.routes, *files.routes, *vector_stores.routes, *models.routes]
+    v1 = [
+        *assistants.routes,
+        *runs.routes,
+        *threads.routes,
+        *files.routes,
+        *vector_stores.routes,
+        *models.routes,
+        *passthrough.routes,
+    ]
     app = Starlette(
         routes=[*health.routes, *observability_web.routes, *console.routes, Mount("/v1", app=IndexedRouter(routes=v1))],
         exception_handlers={

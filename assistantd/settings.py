@@ -27,7 +27,10 @@ ENV_PREFIX = "ASSISTANTD_"
 # Tables the config file may hold besides settings, with the keys each entry may have (None: any key,
 # e.g. [aliases] maps model names). The model router reads them (llm/router.py).
 SECTIONS: dict[str, tuple[str, ...] | None] = {
-    "upstreams": ("name", "base_url", "api_key", "api_key_env", "models", "timeout"),
+    "upstreams": (
+        "name", "base_url", "api_key", "api_key_env", "models", "timeout", "total_timeout", "merge_roles",
+        "reasoning_models", "stream_with_tools",
+    ),
     "aliases": None,
 }
 
@@ -95,7 +98,9 @@ class Settings:
         "model. More upstreams, model patterns and aliases go in the config file.",
     )
     upstream_api_key: str = setting("", "The key sent to the upstream endpoint (never logged).")
-    upstream_timeout: float = setting(600.0, "Seconds a model call may take before the run fails.")
+    upstream_timeout: float = setting(
+        600.0, "Seconds a model call may wait for the upstream's next bytes (idle) before the run fails."
+    )
     run_expiry_seconds: int = setting(
         600,
         "A run still waiting for tool outputs this long after creation becomes expired.",
@@ -284,6 +289,11 @@ class Settings:
         256,
         'Connections one client address may hold open at once (more: 429 and closed); 0: no cap. Behind a '
         'reverse proxy every client shares its address.',
+    )
+    upstream_total_timeout: float = setting(
+        1800.0,
+        'Seconds one model call may take in all, retries included, before the run fails (an upstream that '
+        'trickles tokens or only keep-alive comments ends too); 0: no limit.',
     )
 
     # The config file's [[upstreams]] and [aliases] tables (see SECTIONS), for the model router.

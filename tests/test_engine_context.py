@@ -60,3 +60,29 @@ def test_text_then_tool_calls_of_one_turn_go_back_as_one_assistant_message() -> 
     turns = context.run_turns(steps, {"msg_1": _msg(1, "assistant", "run_x")})
     assert [t["role"] for t in turns] == ["assistant", "tool"]
     assert turns[0]["content"].startswith("message 1") and turns[0]["tool_calls"][0]["id"] == "call_1"
+
+
+def test_tool_call_turns_carry_empty_string_content_never_null() -> None:
+    steps = [{"step_details": {"type": "tool_calls", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}", "output": "42"}}]}}]
+    assert context.run_turns(steps, {})[0]["content"] == ""
+
+
+def test_truncated_history_starts_with_a_user_turn() -> None:
+    roles = ["user", "assistant", "user", "assistant", "assistant", "user"]
+    history = context.thread_history([_msg(i, role) for i, role in enumerate(roles)], "run_x")
+    per = context.message_tokens(history[0])
+    kept = context.truncate(history, {"type": "auto"}, per * 3)  # would keep assistant, assistant, user
+    assert [k["role"] for k in kept] == ["user"]
+    kept = context.truncate(history, {"type": "last_messages", "last_messages": 4}, None)
+    assert [k["role"] for k in kept] == ["user", "assistant", "assistant", "user"]
+    # Nothing dropped: the thread's own order stands, even if it opens with the assistant.
+    opening = context.thread_history([_msg(0, "assistant"), _msg(1)], "run_x")
+    assert [k["role"] for k in context.truncate(opening, {"type": "auto"}, None)] == ["assistant", "user"]
+
+
+def test_the_answer_reserve_scales_with_the_window() -> None:
+    assert context.answer_reserve(1024) == 256  # a 1024-token window keeps 768 tokens of history
+    assert context.answer_reserve(128_000) == 4096
+    assert context.answer_reserve(8192) == 2048
+    assert 0 < context.answer_reserve(200) <= 100

@@ -427,7 +427,7 @@ def test_stores_belong_to_their_project(make_api: MakeApi, expect_error: Any) ->
     api = make_api(api_keys="sk-one-0123456789:p1,sk-two-0123456789:p2", key="sk-one-0123456789")
     mine = create_store(api.client, file_ids=[upload(api.client, "a.txt", DOC)])
     wait_store(api.client, mine["id"])
-    other = TestClient(api.app, headers={"Authorization": "Bearer sk-two-0123456789"})
+    other = TestClient(api.app, base_url="http://localhost", headers={"Authorization": "Bearer sk-two-0123456789"})
     expect_error(other.get(f"/v1/vector_stores/{mine['id']}"), 404)
     expect_error(other.post(f"/v1/vector_stores/{mine['id']}/search", json={"query": "lamp"}), 404)
     expect_error(other.get(f"/v1/vector_stores/{mine['id']}/files"), 404)

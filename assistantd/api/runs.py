@@ -11,7 +11,15 @@ from starlette.routing import Route
 
 from assistantd.api.common import JSON, body, ok_page, ok_raw, page_query, project, services
 from assistantd.api.sse import sse_response
-from assistantd.protocol.runs import CreateRun, CreateThreadAndRun, ModifyRun, SubmitToolOutputs, parse_include
+from assistantd.protocol.runs import (
+    CreateRun,
+    CreateThreadAndRun,
+    ModifyRun,
+    SubmitToolOutputs,
+    parse_include,
+    without_search_content,
+)
+from assistantd.service.common import Page
 
 # How long the SDK's poll helpers wait between reads of an active run.
 POLL_AFTER_MS = "100"
@@ -28,10 +36,9 @@ def _include(request: Request) -> list[str]:
 async def create(request: Request) -> Response:
     req = await body(request, CreateRun)
     tid = request.path_params["thread_id"]
-    run, sub = await services(request).runs.create(
-        project(request), tid, req, include=_include(request), stream=bool(req.stream)
-    )
-    return sse_response(sub) if sub is not None else _run(run)
+    include = _include(request)
+    run, sub = await services(request).runs.create(project(request), tid, req, include=include, stream=bool(req.stream))
+    return sse_response(sub, include=include) if sub is not None else _run(run)
 
 
 async def create_thread_and_run(request: Request) -> Response:
@@ -40,7 +47,7 @@ async def create_thread_and_run(request: Request) -> Response:
         project(request), req, stream=bool(req.stream)
     )
     if sub is not None:
-        return sse_response(sub, prefix=[("thread.created", thread)])
+        return sse_response(sub, prefix=[("thread.created", thread)], include=[])
     return _run(run)
 
 
@@ -68,22 +75,25 @@ async def cancel(request: Request) -> Response:
 async def submit_tool_outputs(request: Request) -> Response:
     req = await body(request, SubmitToolOutputs)
     p = request.path_params
-    run, sub = await services(request).runs.submit_tool_outputs(project(request), p["thread_id"], p["run_id"], req)
-    return sse_response(sub) if sub is not None else _run(run)
+    run, sub, include = await services(request).runs.submit_tool_outputs(
+        project(request), p["thread_id"], p["run_id"], req
+    )
+    return sse_response(sub, include=include) if sub is not None else _run(run)
 
 
 async def list_steps(request: Request) -> Response:
     p = request.path_params
-    _include(request)
+    include = _include(request)
     page = await services(request).runs.list_steps(project(request), p["thread_id"], p["run_id"], page_query(request))
-    return ok_page(page)
+    items = [str(without_search_content(item, include)) for item in page.items]
+    return ok_page(Page(items, page.first_id, page.last_id, page.has_more))
 
 
 async def retrieve_step(request: Request) -> Response:
     p = request.path_params
-    _include(request)
+    include = _include(request)
     raw = await services(request).runs.retrieve_step(project(request), p["thread_id"], p["run_id"], p["step_id"])
-    return ok_raw(raw)
+    return ok_raw(without_search_content(raw, include))
 
 
 routes = [

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 import orjson
 from starlette.responses import StreamingResponse
 
+from assistantd.protocol.runs import without_search_content
 from assistantd.service.streams import Event, Subscription
 
 log = logging.getLogger("assistantd.api")
@@ -28,7 +29,10 @@ def frame(name: str, data: bytes) -> bytes:
 
 
 async def _frames(
-    prefix: Iterable[Event], sub: Subscription, keepalive: float = KEEPALIVE_SECONDS
+    prefix: Iterable[Event],
+    sub: Subscription,
+    keepalive: float = KEEPALIVE_SECONDS,
+    include: list[str] | None = None,
 ) -> AsyncIterator[bytes]:
     queue = sub.queue
     loop = asyncio.get_running_loop()
@@ -47,7 +51,11 @@ async def _frames(
                     if not event[0]:  # the bus's end marker
                         ended = True
                         break
-                    chunks.append(frame(event[0], event[1]))
+                    data = event[1]
+                    if include is not None and event[0].startswith("thread.run.step"):
+                        shown = without_search_content(data, include)
+                        data = shown if isinstance(shown, bytes) else shown.encode()
+                    chunks.append(frame(event[0], data))
                 if queue.empty():
                     break
                 event = queue.get_nowait()
@@ -102,10 +110,14 @@ class _Quiet:
 
 
 def sse_response(
-    sub: Subscription, prefix: Iterable[Event] = (), keepalive: float = KEEPALIVE_SECONDS
+    sub: Subscription,
+    prefix: Iterable[Event] = (),
+    keepalive: float = KEEPALIVE_SECONDS,
+    include: list[str] | None = None,
 ) -> StreamingResponse:
+    """The run's events as SSE; ``include`` is the run's include[] (step events shed what it does not name)."""
     return StreamingResponse(
-        _frames(list(prefix), sub, keepalive),
+        _frames(list(prefix), sub, keepalive, include),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

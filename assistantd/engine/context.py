@@ -2,7 +2,7 @@
 
 Token counts here are estimates (about four characters a token, plus a little per message): no
 tokenizer ships with every model, and the estimate only decides what to drop when truncating. Budgets
-are enforced on the upstream's own reported counts.
+are enforced on the upstream's reported counts (or the adapter's local count when it reports none).
 """
 
 from __future__ import annotations
@@ -10,6 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 _PER_MESSAGE = 4
+# The room kept for the model's answer when truncating: a quarter of the window, at least 128 tokens
+# (or half a tiny window) and at most 4096, so a 1024-token window still keeps 768 tokens of history.
+_RESERVE_SHARE = 4
+_RESERVE_FLOOR = 128
+_RESERVE_CAP = 4096
+
+
+def answer_reserve(window: int) -> int:
+    """Tokens of the context window ``window`` left free for the answer when truncating the history."""
+    return max(min(window // 2, _RESERVE_FLOOR), min(window // _RESERVE_SHARE, _RESERVE_CAP))
 
 
 def estimate_tokens(text: str) -> int:
@@ -94,7 +104,8 @@ def run_turns(
             # the run): send it back as one assistant message, as chat templates expect roles to alternate.
             turns[-1]["tool_calls"] = tool_calls
         else:
-            turns.append({"role": "assistant", "content": None, "tool_calls": tool_calls})
+            # "" not null: llama-cpp-python's server rejects null content ("Input should be a valid string").
+            turns.append({"role": "assistant", "content": "", "tool_calls": tool_calls})
         for call_id, _, _, output in calls:
             turns.append({"role": "tool", "tool_call_id": call_id, "content": output or ""})
     return turns
@@ -106,10 +117,13 @@ def truncate(
     """Apply ``truncation_strategy`` to the thread history, then drop the oldest to fit ``budget``.
 
     The newest message is always kept: a run with nothing to answer is worse than one over budget,
-    which the upstream's count then reports.
+    which the upstream's count then reports. When anything was dropped, the kept history starts with a
+    user turn (leading assistant turns go too, if a user turn follows): chat templates that require
+    user/assistant alternation (Gemma, Mistral, ...) reject a conversation that opens with the assistant.
     """
     if strategy and strategy.get("type") == "last_messages" and strategy.get("last_messages"):
-        history = history[-int(strategy["last_messages"]) :]
+        kept_last = history[-int(strategy["last_messages"]) :]
+        history = _from_user(kept_last) if len(kept_last) < len(history) else kept_last
     if budget is None:
         return history
     kept: list[dict[str, Any]] = []
@@ -121,4 +135,9 @@ def truncate(
         kept.append(message)
         used += cost
     kept.reverse()
-    return kept
+    return _from_user(kept) if len(kept) < len(history) else kept
+
+
+def _from_user(kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    first_user = next((i for i, m in enumerate(kept) if m.get("role") == "user"), None)
+    return kept[first_user:] if first_user is not None else kept

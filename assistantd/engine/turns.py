@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from assistantd.clock import now
 from assistantd.engine import context
 from assistantd.engine.annotations import StreamAnnotator
@@ -40,7 +42,6 @@ from assistantd.llm.base import ChatModel, ChatRequest, UpstreamError
 from assistantd.tools.base import BuiltinTool, ToolContext
 
 MAX_MODEL_CALLS = 32  # a model that keeps calling tools is stopped rather than looping forever
-TOKEN_RESERVE = 1024  # room kept for the model's answer when truncating to the context window
 
 
 @dataclass
@@ -192,20 +193,23 @@ class TurnLoop:
         run, state = self.run, self.state
         by_id = {m["id"]: m for m in self.ctx.messages}
         system = [{"role": "system", "content": run["instructions"]}] if run["instructions"] else []
-        turns = context.run_turns(self.ctx.steps, by_id, state.server_call_dicts())
-        fixed = sum(context.message_tokens(m) for m in [*system, *turns])
-        budget = self.context_tokens - TOKEN_RESERVE - fixed
-        if run.get("max_prompt_tokens"):
-            budget = min(budget, run["max_prompt_tokens"] - state.used("prompt_tokens") - fixed)
-        history = context.truncate(
-            context.thread_history(self.ctx.messages, run["id"]), run.get("truncation_strategy"), max(budget, 0)
-        )
         tools = []
         for tool in run["tools"]:
             if tool["type"] == "function":
                 tools.append({"type": "function", "function": tool["function"]})
             elif tool["type"] in self.tools:
                 tools.append(self.tools[tool["type"]].definition(tool))
+        turns = context.run_turns(self.ctx.steps, by_id, state.server_call_dicts())
+        fixed = sum(context.message_tokens(m) for m in [*system, *turns])
+        if tools:
+            # The tool definitions take room in the window too (a small window overflows without this).
+            fixed += context.message_tokens({"role": "system", "content": orjson.dumps(tools).decode()})
+        budget = self.context_tokens - context.answer_reserve(self.context_tokens) - fixed
+        if run.get("max_prompt_tokens"):
+            budget = min(budget, run["max_prompt_tokens"] - state.used("prompt_tokens") - fixed)
+        history = context.truncate(
+            context.thread_history(self.ctx.messages, run["id"]), run.get("truncation_strategy"), max(budget, 0)
+        )
         max_tokens = None
         if run.get("max_completion_tokens"):
             max_tokens = run["max_completion_tokens"] - state.used("completion_tokens")

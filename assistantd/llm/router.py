@@ -47,6 +47,10 @@ class Upstream:
     api_key: str = ""
     models: list[str] = field(default_factory=lambda: ["*"])
     timeout: float = 600.0
+    total_timeout: float | None = None
+    merge_roles: bool = True  # merge consecutive turns of one role (strict chat templates need alternation)
+    reasoning_models: list[str] | None = None  # globs of reasoning models; None: the built-in families
+    stream_with_tools: bool = True  # false: calls that offer tools ask for whole answers (llama-cpp-python)
     _client: ChatModel | None = None
 
     def matches(self, model: str) -> bool:
@@ -55,7 +59,16 @@ class Upstream:
     @property
     def client(self) -> ChatModel:
         if self._client is None:
-            self._client = OpenAICompatModel(self.base_url, self.api_key, timeout=self.timeout, name=self.name)
+            self._client = OpenAICompatModel(
+                self.base_url,
+                self.api_key,
+                timeout=self.timeout,
+                total_timeout=self.total_timeout,
+                name=self.name,
+                merge_roles=self.merge_roles,
+                reasoning_models=self.reasoning_models,
+                stream_with_tools=self.stream_with_tools,
+            )
         return self._client
 
 
@@ -80,6 +93,7 @@ class ModelRouter:
         api_key: str,
         timeout: float,
         extra: Mapping[str, Any],
+        total_timeout: float | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> ModelRouter:
         environ = os.environ if environ is None else environ
@@ -89,6 +103,10 @@ class ModelRouter:
                 raise ValueError(f"[[upstreams]] entry {i} needs a base_url")
             key = str(entry.get("api_key") or environ.get(str(entry.get("api_key_env") or ""), ""))
             models = entry.get("models") or ["*"]
+            reasoning = entry.get("reasoning_models")
+            if reasoning is not None and not isinstance(reasoning, list):
+                raise ValueError(f"[[upstreams]] entry {i}: reasoning_models must be a list of model name patterns")
+            entry_total = entry.get("total_timeout", total_timeout)
             upstreams.append(
                 Upstream(
                     name=str(entry.get("name") or f"upstream{i}"),
@@ -96,13 +114,25 @@ class ModelRouter:
                     api_key=key,
                     models=[str(m) for m in models],
                     timeout=float(entry.get("timeout", timeout)),
+                    total_timeout=float(entry_total) if entry_total else None,
+                    merge_roles=bool(entry.get("merge_roles", True)),
+                    reasoning_models=[str(m) for m in reasoning] if reasoning is not None else None,
+                    stream_with_tools=bool(entry.get("stream_with_tools", True)),
                 )
             )
         if base_url:
-            upstreams.append(Upstream(name="default", base_url=base_url, api_key=api_key, timeout=timeout))
+            default = Upstream(name="default", base_url=base_url, api_key=api_key, timeout=timeout)
+            default.total_timeout = total_timeout
+            upstreams.append(default)
         if not upstreams and environ.get("OPENAI_API_KEY"):
             upstreams.append(
-                Upstream(name="openai", base_url=OPENAI_BASE_URL, api_key=environ["OPENAI_API_KEY"], timeout=timeout)
+                Upstream(
+                    name="openai",
+                    base_url=OPENAI_BASE_URL,
+                    api_key=environ["OPENAI_API_KEY"],
+                    timeout=timeout,
+                    total_timeout=total_timeout,
+                )
             )
         aliases = {str(k): str(v) for k, v in (extra.get("aliases") or {}).items()}
         return cls(upstreams, aliases)

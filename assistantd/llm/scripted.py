@@ -9,8 +9,12 @@ exercised. Scripts are queued per model name (tests use their own model names an
 
 A turn: ``text`` (streamed word by word, or as given in ``chunks``), ``tool_calls``
 (``[{"name", "arguments"}]``), ``usage`` (``{"prompt_tokens", "completion_tokens"}``), ``finish_reason``,
-``status`` + ``error`` (answer with that HTTP error), ``fail_after`` (send that many chunks then
+``status`` + ``error`` (answer with that HTTP error; ``headers`` adds e.g. ``Retry-After``),
+``fail_after`` (send that many chunks then
 break the stream), ``hold`` (after the first chunk, wait for /_release), ``ttft_ms`` / ``delay_ms``.
+Faults a real server may send: ``raw`` (``{"body", "content_type"}``: a 200 with that body instead of a
+stream) and ``raw_stream`` (an event stream of exactly these strings, ``repeat`` times over, ``delay_ms``
+apart: a stream with no ``data:`` lines, only comments, cut off, or with chunks of the wrong shape).
 With no turn queued the model echoes the last user message; ``--ttft-ms``, ``--delay-ms`` and
 ``--tokens`` shape that default answer for benchmarks.
 
@@ -88,6 +92,14 @@ def _usage(turn: dict[str, Any], body: dict[str, Any], pieces: list[str]) -> dic
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+async def _raw_stream(turn: dict[str, Any]) -> AsyncIterator[bytes]:
+    for n in range(int(turn.get("repeat", 1))):
+        for i, piece in enumerate(turn["raw_stream"]):
+            if (n or i) and turn.get("delay_ms"):
+                await asyncio.sleep(turn["delay_ms"] / 1000)
+            yield piece.encode()
+
+
 def create_app(script: Script | None = None) -> Starlette:
     script = script or Script()
 
@@ -98,7 +110,16 @@ def create_app(script: Script | None = None) -> Starlette:
         turn = script.next_turn(body)
         if "status" in turn:
             error = {"error": {"message": turn.get("error", "scripted failure"), "type": "server_error"}}
-            return Response(orjson.dumps(error), status_code=int(turn["status"]), media_type="application/json")
+            return Response(
+                orjson.dumps(error),
+                status_code=int(turn["status"]),
+                media_type="application/json",
+                headers=turn.get("headers") or {},
+            )
+        if "raw" in turn:
+            return Response(turn["raw"]["body"].encode(), media_type=turn["raw"].get("content_type"))
+        if "raw_stream" in turn:
+            return StreamingResponse(_raw_stream(turn), media_type="text/event-stream")
         pieces = _chunks_of(turn)
         calls = turn.get("tool_calls") or []
         finish = turn.get("finish_reason") or ("tool_calls" if calls else "stop")
@@ -178,6 +199,55 @@ def create_app(script: Script | None = None) -> Starlette:
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
+    async def legacy_completions(request: Request) -> Response:
+        """``/v1/completions``: the prompt echoed back (streamed when asked), or a queued error turn."""
+        body = orjson.loads(await request.body())
+        model = str(body.get("model", ""))
+        script.requests[model].append(body)
+        queue = script.turns.get(model)
+        turn = queue.popleft() if queue else {"text": f"You said: {body.get('prompt', '')}"}
+        if "status" in turn:
+            error = {"error": {"message": turn.get("error", "scripted failure"), "type": "server_error"}}
+            return Response(orjson.dumps(error), status_code=int(turn["status"]), media_type="application/json")
+        pieces = _chunks_of(turn)
+        usage = {"prompt_tokens": 3, "completion_tokens": len(pieces), "total_tokens": 3 + len(pieces)}
+
+        def choice(text: str, finish: str | None) -> dict[str, Any]:
+            return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+        doc = {"id": "cmpl-scripted", "object": "text_completion", "created": int(time.time()), "model": model}
+        if not body.get("stream"):
+            full = {**doc, "choices": [choice("".join(pieces), "stop")], "usage": usage}
+            return Response(orjson.dumps(full), media_type="application/json")
+
+        async def stream() -> AsyncIterator[bytes]:
+            for piece in pieces:
+                yield b"data: " + orjson.dumps({**doc, "choices": [choice(piece, None)]}) + b"\n\n"
+            yield b"data: " + orjson.dumps({**doc, "choices": [choice("", "stop")], "usage": usage}) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    async def embeddings(request: Request) -> Response:
+        """``/v1/embeddings``: a small deterministic vector per input (its bytes' first values), for tests."""
+        body = orjson.loads(await request.body())
+        model = str(body.get("model", ""))
+        script.requests[model].append(body)
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(b) / 255 for b in (str(t).encode() + bytes(4))[:4]]}
+            for i, t in enumerate(texts)
+        ]
+        tokens = sum(len(str(t).split()) for t in texts)
+        doc = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return Response(orjson.dumps(doc), media_type="application/json")
+
     async def add_script(request: Request) -> Response:
         doc = orjson.loads(await request.body())
         script.turns[str(doc["model"])].extend(doc.get("turns", []))
@@ -200,6 +270,8 @@ def create_app(script: Script | None = None) -> Starlette:
         routes=[
             Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/completions", legacy_completions, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/_script", add_script, methods=["POST"]),
             Route("/_requests", requests_seen, methods=["GET"]),
             Route("/_release", release, methods=["POST"]),

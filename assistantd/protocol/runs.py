@@ -99,6 +99,31 @@ class SubmitToolOutputs(Strict):
 INCLUDE_FILE_SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 
 
+def without_search_content(raw: str | bytes, include: list[str]) -> str | bytes:
+    """A serialized run step (or step delta) as a client that did not ask for search content sees it.
+
+    File search results always keep their chunk text in the stored step, so a later
+    ``steps.retrieve(..., include=[...])`` can show it, as OpenAI's does; it is left out of what is
+    sent unless ``include`` names it. Objects without file search results pass through untouched.
+    """
+    import orjson
+
+    if INCLUDE_FILE_SEARCH_CONTENT in include:
+        return raw
+    probe = raw.encode() if isinstance(raw, str) else raw
+    if b'"file_search"' not in probe or b'"content"' not in probe:
+        return raw
+    doc = orjson.loads(probe)
+    details = doc.get("step_details") or (doc.get("delta") or {}).get("step_details") or {}
+    for call in details.get("tool_calls") or []:
+        search = call.get("file_search") if isinstance(call, dict) else None
+        for result in (search or {}).get("results") or []:
+            if isinstance(result, dict):
+                result.pop("content", None)
+    out = orjson.dumps(doc)
+    return out.decode() if isinstance(raw, str) else out
+
+
 def parse_include(values: list[str]) -> list[str]:
     """The ``include[]`` query values; only one is defined by the API."""
     from assistantd.errors import InvalidRequest

@@ -9,6 +9,7 @@ from assistantd.service.assistants import AssistantService
 from assistantd.service.files import FileService
 from assistantd.service.keys import KeyService
 from assistantd.service.messages import MessageService
+from assistantd.service.passthrough import PassthroughService
 from assistantd.service.runs import RunService
 from assistantd.service.threads import ThreadService
 from assistantd.service.vector_stores import VectorStoreService
@@ -28,3 +29,4 @@ class Services:
     router: ModelRouter
     vector_stores: VectorStoreService
     code_interpreter: CodeInterpreter
+    passthrough: PassthroughService

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from assistantd.clock import now
@@ -224,8 +225,10 @@ class RunService:
 
     async def submit_tool_outputs(
         self, project: str, thread_id: str, run_id: str, req: SubmitToolOutputs
-    ) -> tuple[dict[str, Any], Subscription | None]:
-        def tx(conn: Conn) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> tuple[dict[str, Any], Subscription | None, builtins.list[str]]:
+        """The run, its event subscription if streamed, and the run's include[] (what its stream may show)."""
+
+        def tx(conn: Conn) -> tuple[dict[str, Any], dict[str, Any], builtins.list[str]]:
             _require_thread(conn, project, thread_id)
             record = run_rows.load(conn, project, run_id, thread_id)
             if record is None:
@@ -270,11 +273,11 @@ class RunService:
             state.pending_step_id = None
             run_rows.save(conn, project, run, state.to_json())
             run_rows.claim(conn, run_id, self.engine.instance_id, self.engine.lease_until())
-            return run, step
+            return run, step, list(state.include)
 
-        run, step = await self.db.write(tx)
+        run, step, include = await self.db.write(tx)
         sub = self.engine.start(project, run_id, announce=False, resumed_step=step, subscribe=bool(req.stream))
-        return run, sub
+        return run, sub, include
 
     async def list_steps(self, project: str, thread_id: str, run_id: str, query: PageQuery) -> Page:
         def tx(conn: Conn) -> Page:

@@ -122,3 +122,52 @@ def test_a_file_attached_for_file_search_is_searched_through_the_threads_store(
     assert told.startswith("【0:0†menu.md】") and "fish on Fridays" in told
     text = client.beta.threads.messages.list(thread_id=thread.id).data[0].content[0].text  # type: ignore[union-attr]
     assert text.annotations[0].file_citation.file_id == menu.id  # type: ignore[union-attr]
+
+
+def test_search_content_is_always_recorded_and_shown_only_when_included(
+    runs_server: RemoteServer, upstream: ScriptedUpstream
+) -> None:
+    """OpenAI's docs inspect a finished run's chunks with steps.retrieve(..., include=[...]): that works
+    whether or not the run was created with include; without it no content is sent, streamed or not."""
+    import httpx
+
+    client = _client(runs_server)
+    guide = client.files.create(file=("guide.md", GUIDE.encode()), purpose="assistants")
+    store = _stores(client).create(name="office")
+    _stores(client).file_batches.create_and_poll(vector_store_id=store.id, file_ids=[guide.id])
+    model = new_model()
+    upstream.script(model, _search_call("coffee machine"), {"text": "Priya【0:0†guide.md】."})
+    assistant = client.beta.assistants.create(
+        model=model, tools=[{"type": "file_search"}], tool_resources={"file_search": {"vector_store_ids": [store.id]}}
+    )
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Who descales it?"}])
+    events = list(client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, stream=True))
+    step_events = [e for e in events if e.event.startswith("thread.run.step")]
+    assert any("file_search" in json.dumps(e.data.model_dump()) for e in step_events)
+    assert all("descaled every Tuesday" not in json.dumps(e.data.model_dump()) for e in step_events)
+    run_id = next(e.data.id for e in events if e.event == "thread.run.completed")
+
+    http = httpx.Client(base_url=runs_server.base_url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30)
+    steps = http.get(f"/threads/{thread.id}/runs/{run_id}/steps", params={"order": "asc"}).json()["data"]
+    search_step = steps[0]
+    assert "content" not in search_step["step_details"]["tool_calls"][0]["file_search"]["results"][0]
+    path = f"/threads/{thread.id}/runs/{run_id}/steps/{search_step['id']}"
+    assert "content" not in http.get(path).json()["step_details"]["tool_calls"][0]["file_search"]["results"][0]
+    for url in (path, f"/threads/{thread.id}/runs/{run_id}/steps"):
+        doc = http.get(url, params={"include[]": INCLUDE}).json()
+        step = next(s for s in doc["data"] if s["id"] == search_step["id"]) if "data" in doc else doc
+        content = step["step_details"]["tool_calls"][0]["file_search"]["results"][0]["content"]
+        assert content[0]["type"] == "text" and "descaled every Tuesday" in content[0]["text"]
+    # A streamed run created with include shows the content in its step events.
+    upstream.script(model, _search_call("coffee machine"), {"text": "Priya【0:0†guide.md】."})
+    with http.stream("POST", f"/threads/{thread.id}/runs", params={"include[]": INCLUDE},
+                     json={"assistant_id": assistant.id, "stream": True}) as response:
+        body = response.read().decode()
+    completed = [line for line in body.split("\n\n") if line.startswith("event: thread.run.step.completed")]
+    assert any("descaled every Tuesday" in frame for frame in completed)
+    if accepts(client.beta.threads.runs.steps.retrieve, "include"):
+        step_obj = client.beta.threads.runs.steps.retrieve(
+            step_id=search_step["id"], thread_id=thread.id, run_id=run_id, include=[INCLUDE]  # type: ignore[list-item]
+        )
+        assert "descaled every Tuesday" in json.dumps(step_obj.model_dump())
+    http.close()

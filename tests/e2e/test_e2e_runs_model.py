@@ -218,15 +218,15 @@ def test_truncation_strategy_last_messages(
     assert run.truncation_strategy is not None and run.truncation_strategy.last_messages == 2
     assert upstream.requests(model)[0]["messages"] == [
         {"role": "system", "content": "Rules."},
-        {"role": "user", "content": "message 3"},
-        {"role": "user", "content": "message 4"},
+        # Consecutive user turns go up as one (strict chat templates require alternation).
+        {"role": "user", "content": "message 3\n\nmessage 4"},
     ]
     auto = rclient.beta.threads.runs.create_and_poll(
         thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50
     )
     assert auto.truncation_strategy is not None and auto.truncation_strategy.type == "auto"
     sent = upstream.requests(model)[1]["messages"]
-    assert [m["content"] for m in sent] == ["Rules.", *[f"message {i}" for i in range(5)], "short memory"]
+    assert [m["content"] for m in sent] == ["Rules.", "\n\n".join(f"message {i}" for i in range(5)), "short memory"]
 
 
 def test_tool_arguments_are_kept_whole(

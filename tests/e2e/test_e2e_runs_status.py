@@ -153,14 +153,15 @@ def test_upstream_429_is_rate_limit_exceeded(
     runs_server: RemoteServer, rclient: openai.OpenAI, upstream: ScriptedUpstream
 ) -> None:
     model = new_model()
-    upstream.script(model, {"status": 429, "error": "Rate limit reached for requests"})
+    # 429 is retried twice (with backoff, or as Retry-After says) before the run gives up.
+    upstream.script(model, *[{"status": 429, "error": "Rate limit reached for requests"}] * 3)
     assistant = make_assistant(rclient, model)
     thread = rclient.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
     run = rclient.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
     assert run.status == "failed"
     assert run.last_error is not None and run.last_error.code == "rate_limit_exceeded"
     assert "Rate limit reached for requests" in run.last_error.message
-    assert len(upstream.requests(model)) == 1
+    assert len(upstream.requests(model)) == 3
     assert_unlocked(rclient, thread.id)
 
 

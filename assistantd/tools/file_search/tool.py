@@ -98,12 +98,12 @@ class FileSearchTool(BuiltinTool):
             max_num_results=options["max_num_results"],
             score_threshold=options["score_threshold"],
         )
-        with_content = INCLUDE_CONTENT in ctx.include
+        # The chunk text is always recorded in the step; the API leaves it out of what it sends unless
+        # the client's include[] names INCLUDE_CONTENT (at run create or on steps list/retrieve).
         results = []
         for hit in hits:
             result: dict[str, Any] = {"file_id": hit.file_id, "file_name": hit.filename, "score": hit.score}
-            if with_content:
-                result["content"] = [{"type": "text", "text": hit.content}]
+            result["content"] = [{"type": "text", "text": hit.content}]
             results.append(result)
         sources = [{"file_id": h.file_id, "filename": h.filename, "content": h.content} for h in hits]
         return ToolOutcome(

@@ -1,0 +1,393 @@
+"""The flows checked against a real model server: the five seeds' flows, streaming, tool round trips,
+truncation on a 1024-token window, budgets, a context overflow, the pass-through endpoints, and how close
+the local token count is. Each flow returns a one-line detail or raises ``AssertionError`` saying what
+went wrong. A 270M base model answers poorly; what is checked is the plumbing (statuses, events, steps,
+usage, errors), never the quality of the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import openai
+from openai import AssistantEventHandler
+
+from .harness import KEY, N_CTX, RealServers
+
+TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
+FUNCTION_TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": "CheckOutOfStock", "description": "List the products out of stock.",
+                                      "parameters": {"type": "object", "properties": {}}}},
+    {"type": "function", "function": {"name": "CheckDailyRevenue", "description": "Revenue of a day.",
+                                      "parameters": {"type": "object", "properties": {"day": {"type": "string"}},
+                                                     "required": ["day"]}}},
+]  # fmt: skip
+FORCE_STOCK: Any = {"type": "function", "function": {"name": "CheckOutOfStock"}}
+
+
+def client_for(servers: RealServers) -> openai.OpenAI:
+    return openai.OpenAI(base_url=servers.base_url, api_key=KEY, max_retries=0, timeout=600)
+
+
+def _text(message: Any) -> str:
+    return "".join(part.text.value for part in message.content if part.type == "text")
+
+
+def _usage(run: Any) -> str:
+    assert run.usage is not None, f"run {run.id} has no usage"
+    assert run.usage.prompt_tokens > 0 and run.usage.completion_tokens > 0, f"empty usage {run.usage}"
+    return f"usage {run.usage.prompt_tokens}+{run.usage.completion_tokens}"
+
+
+def _done(run: Any, *allowed: str) -> None:
+    allowed = allowed or ("completed",)
+    assert run.status in allowed, f"run {run.status}: {run.last_error or run.incomplete_details}"
+
+
+class _Handler(AssistantEventHandler):
+    def __init__(self, cancel_after_calls: int = 0, client: openai.OpenAI | None = None) -> None:
+        super().__init__()
+        self.cancel_after_calls = cancel_after_calls
+        self.client = client
+        self.cancelled = False
+        self.deltas: list[Any] = []
+        self.tool_types: list[str] = []
+        self.code: list[str] = []
+        self.logs: list[str] = []
+
+    def on_text_delta(self, delta: Any, snapshot: Any) -> None:
+        self.deltas.append(delta.value)
+
+    def on_tool_call_created(self, tool_call: Any) -> None:
+        self.tool_types.append(tool_call.type)
+        run = self.current_run
+        if self.cancel_after_calls and len(self.tool_types) > self.cancel_after_calls and not self.cancelled:
+            # A tool forced on every model call is called again and again: stop it rather than wait
+            # for the engine's limit of model calls, a minute each on a loaded CPU.
+            assert self.client is not None and run is not None
+            self.cancelled = True
+            self.client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
+
+    def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
+        if delta.type == "code_interpreter" and delta.code_interpreter:
+            if delta.code_interpreter.input:
+                self.code.append(delta.code_interpreter.input)
+            for output in delta.code_interpreter.outputs or []:
+                if output.type == "logs":
+                    self.logs.append(output.logs)
+
+
+def seed_000_math_tutor(servers: RealServers) -> str:
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(
+        name="Math Tutor", instructions="You are a personal math tutor. Write and run code to answer math questions.",
+        model="gpt-3.5-turbo",
+    )  # fmt: skip
+    thread = client.beta.threads.create()
+    client.beta.threads.messages.create(thread_id=thread.id, role="user",
+                                        content="I need to solve the equation `8x + 12 = 14`. Can you help me?")
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id,
+                                          instructions="Please address the user as SISTCA student.")
+    run = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=200)
+    _done(run)
+    polled = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                      instructions="Please address the user as SISTCA student.")
+    _done(polled)
+    handler = _Handler()
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id,
+                                         instructions="Please address the user as SISTCA student.",
+                                         event_handler=handler) as stream:
+        stream.until_done()
+        final = stream.get_final_run()
+    _done(final)
+    assert None not in handler.deltas, "a text delta had value None"
+    latest = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert _text(latest) == "".join(handler.deltas), "stored message differs from the streamed deltas"
+    return f"poll, create_and_poll, stream completed; {len(handler.deltas)} deltas; {_usage(final)}"
+
+
+def seed_001_steps_and_messages(servers: RealServers) -> str:
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(
+        model="gpt-4o", instructions="You are a helpful assistant.", name="Run Step Friendly Assistant",
+        metadata={"holds_threads": "True"}, temperature=1, top_p=1,
+    )  # fmt: skip
+    thread = client.beta.threads.create(metadata={"user": "abc123"})
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", metadata={"key": "value"},
+                                        content="Tell me what a penguin is in 100 words or less.")
+    handler = _Handler()
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id,
+                                         event_handler=handler) as stream:
+        stream.until_done()
+        run = stream.get_final_run()
+    _done(run)
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, limit=5, order="asc").data
+    assert steps and steps[-1].type == "message_creation", f"steps {[s.type for s in steps]}"
+    step = client.beta.threads.runs.steps.retrieve(step_id=steps[-1].id, thread_id=thread.id, run_id=run.id)
+    assert step.usage is not None and step.usage.total_tokens > 0, "the step has no usage"
+    message = client.beta.threads.messages.retrieve(
+        step.step_details.message_creation.message_id, thread_id=thread.id  # type: ignore[union-attr]
+    )
+    assert _text(message) == "".join(handler.deltas)
+    runs = client.beta.threads.runs.list(thread_id=thread.id).data
+    assert [r.id for r in runs] == [run.id]
+    return f"stream, steps list/retrieve, message via step; {_usage(run)}, step usage {step.usage.total_tokens}"
+
+
+def seed_002_code_interpreter(servers: RealServers) -> str:
+    """Streams a code interpreter run; the tool is forced so a small model calls it at all."""
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(
+        name="Research Analyst", model="gpt-4o", tools=[{"type": "code_interpreter"}],
+        instructions="You are a research analyst. Run Python code to answer.",
+    )  # fmt: skip
+    thread = client.beta.threads.create(messages=[{"role": "user", "content":
+        "Run scipy.stats.ttest_ind on [1, 2, 3, 4] and [2, 4, 6, 8] and report the p-value."}])  # fmt: skip
+    handler = _Handler(cancel_after_calls=2, client=client)
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler,
+                                         tool_choice={"type": "code_interpreter"}) as stream:
+        stream.until_done()
+        run = stream.get_final_run()
+    assert not handler.cancelled, (
+        f"cancelled after {len(handler.tool_types)} code calls (code ran: {sum(map(len, handler.logs))} chars of "
+        "logs): the forced tool_choice is sent on every model call, not only the first"
+    )
+    _done(run)
+    steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
+    calls = [c for s in steps if s.type == "tool_calls" for c in s.step_details.tool_calls]  # type: ignore[union-attr]
+    assert calls and calls[0].type == "code_interpreter", (
+        f"no code_interpreter call (steps {[s.type for s in steps]}); the forced tool must reach the server "
+        "as a named function, not 'required'"
+    )
+    messages = client.beta.threads.messages.list(thread_id=thread.id, order="asc").data
+    logs = sum(map(len, handler.logs))
+    return f"{len(calls)} code call(s), logs {logs} chars, {len(messages)} messages; {_usage(run)}"
+
+
+def seed_003_async_o3_poll_loop(servers: RealServers) -> str:
+    async def scenario() -> str:
+        client = openai.AsyncOpenAI(base_url=servers.base_url, api_key=KEY, max_retries=0, timeout=600)
+        assistant = await client.beta.assistants.create(
+            name="VT.ai Code Assistant", instructions="You are a helpful code and data analysis assistant",
+            tools=[{"type": "code_interpreter"}, {"type": "retrieval"}], model="o3",  # type: ignore[list-item]
+        )  # fmt: skip
+        thread = await client.beta.threads.create()
+        await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Plot y = x^2")
+        run = await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+        seen = 0
+        deadline = asyncio.get_running_loop().time() + 900  # a slow CPU: a few tokens a second
+        while asyncio.get_running_loop().time() < deadline:
+            run = await client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
+            steps = await client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc")
+            seen = len(steps.data)
+            if run.status in TERMINAL:
+                break
+            await asyncio.sleep(0.5)  # the seed's own polling loop (it sleeps 1 s)
+        await client.close()
+        _done(run, "completed")
+        assert [t.type for t in run.tools] == ["code_interpreter", "file_search"]
+        return f"o3 (reasoning params) polled to completed; {seen} step(s); {_usage(run)}"
+
+    return asyncio.run(scenario())
+
+
+def _stream_until_answer(client: openai.OpenAI, thread_id: str, assistant_id: str, **extra: Any) -> tuple[Any, int]:
+    """Seed 004's loop: read events; on requires_action submit outputs with stream=True and keep reading."""
+    submissions = 0
+    stream: Any = client.beta.threads.runs.create(thread_id=thread_id, assistant_id=assistant_id, stream=True, **extra)
+    run = None
+    while True:
+        next_stream = None
+        for event in stream:
+            if event.event == "thread.run.requires_action":
+                submissions += 1
+                assert submissions <= 3, "still requires_action after 3 tool outputs: the forced tool_choice " \
+                    "is sent on every model call, not only the first"
+                outputs = [{"tool_call_id": c.id, "output": "Out of stock: cold brew, oat milk."}
+                           for c in event.data.required_action.submit_tool_outputs.tool_calls]
+                next_stream = client.beta.threads.runs.submit_tool_outputs(
+                    thread_id=thread_id, run_id=event.data.id, tool_outputs=outputs, stream=True)  # type: ignore[arg-type]
+            elif event.event.startswith("thread.run.") and event.data.object == "thread.run":
+                run = event.data
+        if next_stream is None:
+            return run, submissions
+        stream = next_stream
+
+
+def seed_004_functions_streamed(servers: RealServers) -> str:
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(model="gpt-4o-mini", name="Xi Pho Coffee", tools=FUNCTION_TOOLS)
+    thread = client.beta.threads.create()
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Hi what can you do?")
+    first, _ = _stream_until_answer(client, thread.id, assistant.id)
+    _done(first)
+    client.beta.threads.messages.create(thread_id=thread.id, role="assistant", content="(reply shown to the user)")
+    client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Which products are running out?")
+    second, submitted = _stream_until_answer(client, thread.id, assistant.id, tool_choice=FORCE_STOCK)
+    _done(second)
+    assert submitted >= 1, "the forced function was never called"
+    history = client.beta.threads.messages.list(thread_id=thread.id).data
+    return f"chat, then {submitted} streamed tool round trip(s) to completed; {len(history)} messages; {_usage(second)}"
+
+
+def streaming_events(servers: RealServers) -> str:
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(model="gpt-4o", instructions="Answer briefly.")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Name three colours."}])
+    events = list(client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, stream=True))
+    names = [e.event for e in events]
+    want = ["thread.run.created", "thread.run.queued", "thread.run.in_progress", "thread.run.step.created"]
+    assert names[:4] == want, names[:6]
+    assert names[-1] == "thread.run.completed", names[-3:]
+    deltas = [c.text.value for e in events if e.event == "thread.message.delta" for c in e.data.delta.content or []]
+    assert all(isinstance(d, str) for d in deltas), "a delta value was not a string"
+    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    assert _text(message) == "".join(deltas)
+    return f"{len(events)} events in order, {len(deltas)} text deltas = stored message; {_usage(events[-1].data)}"
+
+
+def function_round_trip_polled(servers: RealServers) -> str:
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=FUNCTION_TOOLS)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "What is out of stock?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   tool_choice=FORCE_STOCK, poll_interval_ms=200)
+    rounds = 0
+    while run.status == "requires_action":
+        rounds += 1
+        assert rounds <= 3, "still requires_action after 3 tool outputs: the forced tool_choice is sent on " \
+            "every model call, not only the first"
+        calls = run.required_action.submit_tool_outputs.tool_calls  # type: ignore[union-attr]
+        json.loads(calls[0].function.arguments or "{}")
+        run = client.beta.threads.runs.submit_tool_outputs_and_poll(
+            thread_id=thread.id, run_id=run.id, poll_interval_ms=200,
+            tool_outputs=[{"tool_call_id": c.id, "output": "cold brew"} for c in calls])  # fmt: skip
+    _done(run)
+    assert rounds >= 1, "the forced function was never called"
+    return f"{rounds} round trip(s), content \"\" beside tool_calls accepted; {_usage(run)}"
+
+
+def _long_thread(client: openai.OpenAI, turns: int) -> str:
+    sentence = "The quarterly report covers sales, staffing, inventory and the new warehouse in some detail. "
+    messages = []
+    for i in range(turns):
+        role = "user" if i % 2 == 0 else "assistant"
+        messages.append({"role": role, "content": f"Turn {i}. " + sentence * 3})
+    messages.append({"role": "user", "content": "Summarise the last turn in one line."})
+    return client.beta.threads.create(messages=messages).id  # type: ignore[arg-type]
+
+
+def truncation_small_window(servers: RealServers) -> str:
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(model="gpt-4o", instructions="Answer briefly.")
+    thread_id = _long_thread(client, 24)  # ~1900 tokens of history: twice the 1024-token window
+    auto = client.beta.threads.runs.create_and_poll(thread_id=thread_id, assistant_id=assistant.id,
+                                                    max_completion_tokens=256, poll_interval_ms=200)
+    _done(auto, "completed", "incomplete")
+    assert auto.usage is not None and auto.usage.prompt_tokens < N_CTX, f"prompt {auto.usage} over the window"
+    last = client.beta.threads.runs.create_and_poll(
+        thread_id=thread_id, assistant_id=assistant.id, max_completion_tokens=256, poll_interval_ms=200,
+        truncation_strategy={"type": "last_messages", "last_messages": 2})  # fmt: skip
+    _done(last, "completed", "incomplete")
+    return f"auto: {auto.status}, prompt {auto.usage.prompt_tokens} < {N_CTX}; last_messages=2: {last.status}"
+
+
+def budgets(servers: RealServers) -> str:
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(model="gpt-4o", instructions="Write at length.")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Write a long story about a ship."}])
+    capped = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                      max_completion_tokens=256, poll_interval_ms=200)
+    _done(capped, "completed", "incomplete")
+    if capped.status == "incomplete":
+        assert capped.incomplete_details.reason == "max_completion_tokens"  # type: ignore[union-attr]
+    thread_id = _long_thread(client, 24)
+    prompt_capped = client.beta.threads.runs.create_and_poll(thread_id=thread_id, assistant_id=assistant.id,
+                                                             max_prompt_tokens=256, max_completion_tokens=256,
+                                                             poll_interval_ms=200)
+    _done(prompt_capped, "completed", "incomplete")
+    assert prompt_capped.usage is not None and prompt_capped.usage.prompt_tokens <= 400, prompt_capped.usage
+    return (f"max_completion_tokens=256: {capped.status}, {_usage(capped)}; max_prompt_tokens=256: "
+            f"{prompt_capped.status}, prompt {prompt_capped.usage.prompt_tokens}")
+
+
+def context_overflow(servers: RealServers) -> str:
+    """One message longer than the window: the newest is always kept, so the server overflows; the run
+    must fail with server_error saying what the server sent (llama-cpp-python: an empty event stream)."""
+    client = client_for(servers)
+    assistant = client.beta.assistants.create(model="gpt-4o")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "word " * 1500}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id,
+                                                   poll_interval_ms=200)
+    assert run.status == "failed", f"run {run.status}, expected failed"
+    assert run.last_error is not None and run.last_error.code == "server_error", run.last_error
+    return f"failed/server_error: {run.last_error.message[:90]}"
+
+
+def passthrough(servers: RealServers) -> str:
+    client = client_for(servers)
+    chunks = list(client.chat.completions.create(model="gpt-4o", stream=True, max_tokens=16,
+                                                 messages=[{"role": "user", "content": "Say hi"}]))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    whole = client.chat.completions.create(model="gpt-4o", max_tokens=16, messages=[{"role": "user", "content": "Hi"}])
+    assert whole.usage is not None and whole.usage.prompt_tokens > 0
+    legacy = client.completions.create(model="gpt-4o", prompt="Once upon a time", max_tokens=8)
+    try:
+        client.embeddings.create(model="text-embedding-3-small", input="hello")
+        embeddings = "embeddings ok"
+    except openai.APIStatusError as exc:  # llama's server serves embeddings only when started with --embedding
+        embeddings = f"embeddings relayed upstream {exc.status_code}"
+    return (f"chat stream {len(chunks)} chunks ({len(streamed)} chars), chat usage {whole.usage.prompt_tokens}"
+            f"+{whole.usage.completion_tokens}, completions {len(legacy.choices[0].text)} chars, {embeddings}")
+
+
+def usage_estimate(servers: RealServers) -> str:
+    """How close the local count (MiniLM WordPiece) is to the server's own (Gemma's tokenizer), on the
+    completion text of a few answers and on their prompts (chat template included on the server side)."""
+    import httpx
+
+    from assistantd.llm.tokens import count_prompt, count_text
+
+    prompts = ["Explain how a bicycle works.", "Write a short poem about the sea.", "List five European capitals.",
+               "Describe the water cycle for a child.", "What is a prime number? Give examples."]
+    real_c = est_c = real_p = est_p = 0
+    for prompt in prompts:
+        messages = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": prompt}]
+        doc = httpx.post(f"{servers.llama_url}/chat/completions", timeout=300,
+                         json={"model": "m", "messages": messages, "max_tokens": 120}).json()
+        real_c += doc["usage"]["completion_tokens"]
+        est_c += count_text(doc["choices"][0]["message"]["content"] or "")
+        real_p += doc["usage"]["prompt_tokens"]
+        est_p += count_prompt(messages)
+    # Plain text, counted by the server's own tokenizer: README's paragraphs and one source file.
+    from .harness import ROOT
+
+    corpus = [p for p in (ROOT / "README.md").read_text().split("\n\n") if len(p) > 200]
+    corpus.append((ROOT / "assistantd" / "llm" / "shape.py").read_text())
+    real_t = est_t = 0
+    for text in corpus:
+        tokens = httpx.post(f"{servers.llama_url.removesuffix('/v1')}/extras/tokenize", timeout=60,
+                            json={"input": text}).json()["tokens"]
+        real_t += len(tokens)
+        est_t += count_text(text)
+    return (f"text: local {est_t} vs server {real_t} ({est_t / real_t:.2f}x); answers: local {est_c} vs "
+            f"{real_c} ({est_c / real_c:.2f}x); prompts: local {est_p} vs {real_p} ({est_p / real_p:.2f}x)")
+
+
+FLOWS: list[tuple[str, Callable[[RealServers], str]]] = [
+    ("seed 000 math tutor (poll, create_and_poll, stream)", seed_000_math_tutor),
+    ("seed 001 streamed run, steps, messages", seed_001_steps_and_messages),
+    ("seed 002 code interpreter (streamed, forced)", seed_002_code_interpreter),
+    ("seed 003 async o3 poll loop + retrieval", seed_003_async_o3_poll_loop),
+    ("seed 004 streamed functions + submit(stream)", seed_004_functions_streamed),
+    ("streaming events and deltas", streaming_events),
+    ("function round trip (polled)", function_round_trip_polled),
+    ("truncation on a 1024-token window", truncation_small_window),
+    ("budgets (max_completion/prompt_tokens)", budgets),
+    ("context overflow -> failed/server_error", context_overflow),
+    ("pass-through chat/completions/embeddings", passthrough),
+    ("local token count vs server", usage_estimate),
+]
