@@ -23,25 +23,36 @@ KEY = "sk-pass-alpha-0123456789abcdef"
 @pytest.fixture
 def client(upstream: str, tmp_path: Path) -> Iterator[TestClient]:  # noqa: F811
     settings = load_settings(
-        overrides={"data_dir": str(tmp_path), "code_interpreter_pool_size": 0, "api_keys": f"{KEY}:proj-alpha",
-                   "upstream_base_url": f"{upstream}/v1"},
+        overrides={
+            "data_dir": str(tmp_path),
+            "code_interpreter_pool_size": 0,
+            "api_keys": f"{KEY}:proj-alpha",
+            "upstream_base_url": f"{upstream}/v1",
+        },
         environ={},
     )
     settings = dataclasses.replace(settings, extra={"aliases": {"gpt-4o": "pass-aliased"}})
-    with TestClient(create_app(settings), base_url="http://localhost", headers={"Authorization": f"Bearer {KEY}"}) as test_client:
+    with TestClient(
+        create_app(settings), base_url="http://localhost", headers={"Authorization": f"Bearer {KEY}"}
+    ) as test_client:
         yield test_client
 
 
 def test_chat_completions_not_streamed(client: TestClient, upstream: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     script(upstream, "pass-chat", {"text": "Hello there", "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
     with caplog.at_level(logging.INFO, logger="assistantd.passthrough"):
-        response = client.post("/v1/chat/completions", json={"model": "pass-chat", "messages": [
-            {"role": "user", "content": "hi"}], "temperature": 0.3})
+        response = client.post(
+            "/v1/chat/completions",
+            json={"model": "pass-chat", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.3},
+        )
     assert response.status_code == 200
     doc = response.json()
     assert doc["object"] == "chat.completion" and doc["choices"][0]["message"]["content"] == "Hello there"
-    assert sent(upstream, "pass-chat")[0] == {"model": "pass-chat", "messages": [{"role": "user", "content": "hi"}],
-                                               "temperature": 0.3}  # forwarded as sent
+    assert sent(upstream, "pass-chat")[0] == {
+        "model": "pass-chat",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.3,
+    }  # forwarded as sent
     assert "project=proj-alpha path=/chat/completions model=pass-chat" in caplog.text
     assert "prompt_tokens=5 completion_tokens=2" in caplog.text
 
@@ -54,6 +65,7 @@ def test_chat_completions_streamed_byte_for_byte(client: TestClient, upstream: s
         relayed = b"".join(response.iter_bytes())
     script(upstream, "pass-stream", {"text": "one two three"})
     direct = httpx.post(f"{upstream}/v1/chat/completions", json=body).content
+
     # Same events in the same framing; only ids and timestamps differ between the two calls.
     def shape(raw: bytes) -> list[object]:
         events = []
@@ -64,6 +76,7 @@ def test_chat_completions_streamed_byte_for_byte(client: TestClient, upstream: s
             elif block:
                 events.append(block)
         return events
+
     assert shape(relayed) == shape(direct) and relayed.endswith(b"data: [DONE]\n\n")
     assert "".join(d[0].get("content") or "" for d in shape(relayed)[:-1]) == "one two three"  # type: ignore[index]
 
@@ -108,20 +121,34 @@ def test_bad_requests_are_openai_errors(client: TestClient) -> None:
 
 
 def test_an_unreachable_upstream_is_a_502(tmp_path: Path) -> None:
-    settings = load_settings(overrides={"data_dir": str(tmp_path), "code_interpreter_pool_size": 0,
-                                        "upstream_base_url": f"http://127.0.0.1:{free_port()}/v1"}, environ={})
+    settings = load_settings(
+        overrides={
+            "data_dir": str(tmp_path),
+            "code_interpreter_pool_size": 0,
+            "upstream_base_url": f"http://127.0.0.1:{free_port()}/v1",
+        },
+        environ={},
+    )
     with TestClient(create_app(settings), base_url="http://localhost") as test_client:
         response = test_client.post("/v1/chat/completions", json={"model": "m", "messages": []})
     assert response.status_code == 502 and "could not be reached" in response.json()["error"]["message"]
 
 
 def test_bounded_by_the_body_limit_and_the_total_deadline(upstream: str, tmp_path: Path) -> None:  # noqa: F811
-    settings = load_settings(overrides={"data_dir": str(tmp_path), "code_interpreter_pool_size": 0,
-                                        "upstream_base_url": f"{upstream}/v1", "max_body_bytes": 4096,
-                                        "upstream_total_timeout": 1.0}, environ={})
+    settings = load_settings(
+        overrides={
+            "data_dir": str(tmp_path),
+            "code_interpreter_pool_size": 0,
+            "upstream_base_url": f"{upstream}/v1",
+            "max_body_bytes": 4096,
+            "upstream_total_timeout": 1.0,
+        },
+        environ={},
+    )
     with TestClient(create_app(settings), base_url="http://localhost") as test_client:
-        big = test_client.post("/v1/chat/completions", json={"model": "m", "messages": [
-            {"role": "user", "content": "x" * 5000}]})
+        big = test_client.post(
+            "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]}
+        )
         assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
         script(upstream, "pass-trickle", {"text": " ".join(["tok"] * 40), "delay_ms": 100})
         body = {"model": "pass-trickle", "messages": [{"role": "user", "content": "go"}], "stream": True}
