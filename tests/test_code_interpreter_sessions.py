@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from code_interpreter_support import Harness, LoopThread, MemorySaver, config, harness, host_pids_of_uid
+from code_interpreter_support import (
+    Harness,
+    LoopThread,
+    MemorySaver,
+    config,
+    harness,
+    host_pids_of_uid,
+    require_sandbox,
+)
 
 from assistantd.settings import load_settings
 from assistantd.tools.code_interpreter import (
@@ -317,6 +325,28 @@ def test_unsandboxed_only_when_asked_and_loudly(tmp_path: Path, caplog: pytest.L
         code = "import os\nopen('o.txt', 'w').write('x')\nprint(6 * 7)"
         result = loop.run(ci.execute("s:x", code, save=MemorySaver()))
         assert (result.logs, [f.name for f in result.files]) == ("42\n", ["o.txt"])
+    finally:
+        loop.run(ci.stop())
+        loop.close()
+
+
+def test_concurrent_first_uses_share_one_start(tmp_path: Path) -> None:
+    # With no pool the tool starts the interpreter on first use; three runs arriving together must all
+    # wait for that one start, not find it half done and fail with "the code interpreter is not running".
+    loop = LoopThread()
+    ci = CodeInterpreter(config(tmp_path, pool_size=0))
+
+    async def first_use(key: str) -> Any:
+        await ci.start()
+        return await ci.execute(key, f"print('{key}')", save=MemorySaver())
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(first_use(f"s:first{i}") for i in range(3)), return_exceptions=True)
+
+    try:
+        results = loop.run(together())
+        require_sandbox(ci)
+        assert [getattr(r, "logs", repr(r)) for r in results] == [f"s:first{i}\n" for i in range(3)]
     finally:
         loop.run(ci.stop())
         loop.close()
