@@ -129,6 +129,29 @@ def test_a_matplotlib_figure_becomes_a_png_image(ci: Harness) -> None:
     assert len(result.images) == 1 and ci.saved(result.images[0]).startswith(PNG)
 
 
+def test_images_still_queued_behind_the_reply_are_all_saved(ci: Harness) -> None:
+    # Six images shown at once, saved by a slow store (0.6 s each): the reply and the return to idle
+    # arrive while the first ones are being saved. The grace after the reply counts from the last message
+    # handled; counted from the reply, the cell was reported crashed ("output channel broke") and its
+    # session killed while its own output was still being saved.
+    class SlowSaver(MemorySaver):
+        async def __call__(self, name: str, chunks: Any) -> str:
+            await asyncio.sleep(0.6)  # a slow blob store, not a wait for something
+            return await super().__call__(name, chunks)
+
+    code = (
+        "from IPython.display import Image, display\n"
+        "for i in range(6):\n"
+        "    display(Image(data=b'\\x89PNG\\r\\n\\x1a\\n' + bytes([i]) * 64, format='png'))\n"
+        "x = 'still here'\n"
+    )
+    saver = SlowSaver()
+    result = ci.execute("s:slow-images", code, save=saver)
+    assert result.error is None, result.logs
+    assert [saver.saved[i][1][8:9] for i in result.images] == [bytes([i]) for i in range(6)]
+    assert ci.ok("s:slow-images", "print(x)") == "still here\n"  # the same kernel, not a fresh one
+
+
 def test_a_code_error_is_reported_and_the_session_goes_on(ci: Harness) -> None:
     ci.ok("s:error", "kept = 7")
     result = ci.execute("s:error", "print('before')\n1 / 0")
