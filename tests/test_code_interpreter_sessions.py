@@ -398,6 +398,21 @@ def test_sandbox_config_from_settings(tmp_path: Path) -> None:
     assert (cfg.memory_budget_mb, cfg.memory_wait_seconds) == (8192, 7.5)
 
 
+def test_the_memory_budget_is_on_by_default(tmp_path: Path) -> None:
+    # Unset, the budget is half of the host's memory (never under one sandbox): a default server no longer
+    # promises 64 sessions of 1 GB each on any host. Only -1 turns it off.
+    host_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+
+    def budget(**environ: str) -> int:
+        settings = load_settings(environ={"ASSISTANTD_DATA_DIR": str(tmp_path / "data"), **environ})
+        return sandbox_config_from_settings(settings).memory_budget_mb
+
+    assert budget() == max(host_mb // 2, 1024) > 0
+    assert budget(ASSISTANTD_CODE_INTERPRETER_MEMORY_MB=str(host_mb)) == host_mb  # one sandbox still fits
+    assert budget(ASSISTANTD_CODE_INTERPRETER_MEMORY_BUDGET_MB="-1") == 0  # asked for: none
+    assert budget(ASSISTANTD_CODE_INTERPRETER_MEMORY_BUDGET_MB="3000") == 3000
+
+
 def test_a_global_memory_budget_bounds_all_sessions_together(tmp_path: Path) -> None:
     # Room for two sandboxes of 512 MB: a third session first closes the least recently used idle one,
     # waits while every session is busy, and says so clearly once its wait is over.
