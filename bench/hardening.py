@@ -719,7 +719,11 @@ def _pngs(ctx: Ctx) -> tuple[bool, str]:
     status, logs, secs = _run_code(ctx, code, window=90)
     samples = MONITOR.samples if MONITOR is not None else []
     peak = max((own for t, own, _ in list(samples) if t >= t0), default=base)
-    return peak - base < 150, f"run {status} in {secs:.0f} s; server RSS +{peak - base:.0f} MB: {logs[:80]}"
+    # Each image is handed on (or dropped) as it comes, so what the server holds is what is in flight, not
+    # the run's 20 images (460 MB, 620 MB as base64, which the server used to keep to the end): one ~31 MB
+    # message as libzmq's frame and as the JSON text jupyter_client decodes, the next one read ahead, and
+    # allocator slack, 120-220 MB measured on this machine; the same bound as tests/test_code_interpreter_attacks.
+    return peak - base < 250, f"run {status} in {secs:.0f} s; server RSS +{peak - base:.0f} MB: {logs[:80]}"
 
 
 @attack("ci_vsock", "code interpreter: socket(AF_VSOCK), io_uring, personality")
