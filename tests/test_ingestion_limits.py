@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from conftest import Api, MakeApi
 
 KEYS = "key-a:proj_a,key-b:proj_b"
-AUTH = {"Authorization": "Bearer sk-x"}
 
 
 # --- hostile files -------------------------------------------------------------------------------
@@ -289,7 +288,7 @@ def test_graceful_shutdowns_are_not_failed_attempts(database_url: str, tmp_path:
     settings = load_settings(overrides=overrides, environ={})
     vs = file_id = ""
     for restart in range(4):
-        with TestClient(create_app(settings), base_url="http://localhost", headers=AUTH) as client:
+        with TestClient(create_app(settings), base_url="http://localhost", headers={"Authorization": "Bearer sk-x"}) as client:
             if not restart:
                 file_id = upload(client, "shapes.pptx", many_shapes_pptx)
                 vs = create_store(client, file_ids=[file_id])["id"]
@@ -301,7 +300,7 @@ def test_graceful_shutdowns_are_not_failed_attempts(database_url: str, tmp_path:
         assert query(database_url, "SELECT status, attempts, lease_owner FROM vector_store_files") == [
             ("in_progress", 0, None)
         ]
-    with TestClient(create_app(settings), base_url="http://localhost", headers=AUTH) as client:
+    with TestClient(create_app(settings), base_url="http://localhost", headers={"Authorization": "Bearer sk-x"}) as client:
         assert client.get(f"/v1/vector_stores/{vs}/files/{file_id}").json()["status"] == "in_progress"
         client.delete(f"/v1/vector_stores/{vs}/files/{file_id}")
 
