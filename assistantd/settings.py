@@ -213,7 +213,8 @@ class Settings:
     code_interpreter_memory_budget_mb: int = setting(
         0,
         'Memory all code interpreter sandboxes together may reserve (each reserves '
-        'code_interpreter_memory_mb), in MB; 0: no budget.',
+        'code_interpreter_memory_mb), in MB; 0: half of the host\'s memory (at least one sandbox); -1: no '
+        'budget.',
     )
     code_interpreter_memory_wait_seconds: float = setting(
         30.0,

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from code_interpreter_support import Harness, LoopThread, MemorySaver, config, harness, host_pids_of_uid
+from code_interpreter_support import (
+    Harness,
+    LoopThread,
+    MemorySaver,
+    config,
+    harness,
+    host_pids_of_uid,
+    require_sandbox,
+)
 
 from assistantd.settings import load_settings
 from assistantd.tools.code_interpreter import (
@@ -119,6 +127,29 @@ def test_a_matplotlib_figure_becomes_a_png_image(ci: Harness) -> None:
     # A figure left open at the end of a cell is shown too (the inline backend), once.
     result = ci.execute("s:plot", "plt.figure(); plt.bar([1, 2], [3, 4])")
     assert len(result.images) == 1 and ci.saved(result.images[0]).startswith(PNG)
+
+
+def test_images_still_queued_behind_the_reply_are_all_saved(ci: Harness) -> None:
+    # Six images shown at once, saved by a slow store (0.6 s each): the reply and the return to idle
+    # arrive while the first ones are being saved. The grace after the reply counts from the last message
+    # handled; counted from the reply, the cell was reported crashed ("output channel broke") and its
+    # session killed while its own output was still being saved.
+    class SlowSaver(MemorySaver):
+        async def __call__(self, name: str, chunks: Any) -> str:
+            await asyncio.sleep(0.6)  # a slow blob store, not a wait for something
+            return await super().__call__(name, chunks)
+
+    code = (
+        "from IPython.display import Image, display\n"
+        "for i in range(6):\n"
+        "    display(Image(data=b'\\x89PNG\\r\\n\\x1a\\n' + bytes([i]) * 64, format='png'))\n"
+        "x = 'still here'\n"
+    )
+    saver = SlowSaver()
+    result = ci.execute("s:slow-images", code, save=saver)
+    assert result.error is None, result.logs
+    assert [saver.saved[i][1][8:9] for i in result.images] == [bytes([i]) for i in range(6)]
+    assert ci.ok("s:slow-images", "print(x)") == "still here\n"  # the same kernel, not a fresh one
 
 
 def test_a_code_error_is_reported_and_the_session_goes_on(ci: Harness) -> None:
@@ -322,6 +353,28 @@ def test_unsandboxed_only_when_asked_and_loudly(tmp_path: Path, caplog: pytest.L
         loop.close()
 
 
+def test_concurrent_first_uses_share_one_start(tmp_path: Path) -> None:
+    # With no pool the tool starts the interpreter on first use; three runs arriving together must all
+    # wait for that one start, not find it half done and fail with "the code interpreter is not running".
+    loop = LoopThread()
+    ci = CodeInterpreter(config(tmp_path, pool_size=0))
+
+    async def first_use(key: str) -> Any:
+        await ci.start()
+        return await ci.execute(key, f"print('{key}')", save=MemorySaver())
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(*(first_use(f"s:first{i}") for i in range(3)), return_exceptions=True)
+
+    try:
+        results = loop.run(together())
+        require_sandbox(ci)
+        assert [getattr(r, "logs", repr(r)) for r in results] == [f"s:first{i}\n" for i in range(3)]
+    finally:
+        loop.run(ci.stop())
+        loop.close()
+
+
 def test_sandbox_config_from_settings(tmp_path: Path) -> None:
     settings = load_settings(
         environ={
@@ -343,6 +396,21 @@ def test_sandbox_config_from_settings(tmp_path: Path) -> None:
     assert (cfg.memory_mb, cfg.max_output_bytes, cfg.python) == (1024, 32768, "")
     assert (cfg.disk_mb, cfg.max_image_mb, cfg.max_saved_mb) == (300, 4, 40)
     assert (cfg.memory_budget_mb, cfg.memory_wait_seconds) == (8192, 7.5)
+
+
+def test_the_memory_budget_is_on_by_default(tmp_path: Path) -> None:
+    # Unset, the budget is half of the host's memory (never under one sandbox): a default server no longer
+    # promises 64 sessions of 1 GB each on any host. Only -1 turns it off.
+    host_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+
+    def budget(**environ: str) -> int:
+        settings = load_settings(environ={"ASSISTANTD_DATA_DIR": str(tmp_path / "data"), **environ})
+        return sandbox_config_from_settings(settings).memory_budget_mb
+
+    assert budget() == max(host_mb // 2, 1024) > 0
+    assert budget(ASSISTANTD_CODE_INTERPRETER_MEMORY_MB=str(host_mb)) == host_mb  # one sandbox still fits
+    assert budget(ASSISTANTD_CODE_INTERPRETER_MEMORY_BUDGET_MB="-1") == 0  # asked for: none
+    assert budget(ASSISTANTD_CODE_INTERPRETER_MEMORY_BUDGET_MB="3000") == 3000
 
 
 def test_a_global_memory_budget_bounds_all_sessions_together(tmp_path: Path) -> None:

@@ -207,6 +207,22 @@ def test_chunk_cap_and_a_deadline_name_their_limits(make_api: MakeApi) -> None:
     assert "ingest_max_chunks" in error["message"] and "3 chunks" in error["message"]
 
 
+def test_a_file_read_past_its_deadline_fails_naming_it(make_api: MakeApi, many_shapes_pptx: bytes) -> None:
+    # With the zip ratio check off, the 100k-shape deck takes its reader tens of seconds: one second is
+    # all it gets here. Its reader is killed (no reader is left once the server stops, see below).
+    api = make_api(ingest_max_zip_ratio=1_000_000, ingest_file_timeout_seconds=1)
+    c = api.client
+    slow = upload(c, "shapes.pptx", many_shapes_pptx)
+    vs = create_store(c, file_ids=[slow])["id"]
+    error = failed_with(api, vs, slow)
+    assert "'shapes.pptx' took longer than 1 s to read" in error["message"]
+    assert "ingest_file_timeout_seconds" in error["message"]
+    # The slot is free again for the next file.
+    small = upload(c, "small.txt", "twelve bytes")
+    other = create_store(c, file_ids=[small])["id"]
+    assert wait_file(c, other, small)["status"] == "completed"
+
+
 def test_quadratic_html_is_read_in_linear_time(make_api: MakeApi) -> None:
     """The markup that held html.parser for minutes is read well inside a short deadline (keywords only:
     embedding its 250k tokens is a cost of its own, and not the parser's)."""

@@ -202,6 +202,32 @@ def test_stream_broken_mid_answer_fails_the_run_and_leaves_the_message_incomplet
     assert_unlocked(rclient, thread.id)
 
 
+@pytest.mark.parametrize(
+    ("turn", "said"),
+    [
+        # What llama-cpp-python answers on a context overflow: some text, then the end of the stream.
+        ({"raw_stream": ['data: {"choices": [{"index": 0, "delta": {"content": "It was"}}]}\n\n']},
+         "ended without a finish_reason or [DONE]"),
+        ({"raw": {"body": "<html><body>502 Bad Gateway</body></html>", "content_type": "text/html"}},
+         "text/html body instead of an event stream"),
+    ],
+)
+def test_a_cut_or_malformed_upstream_answer_fails_the_run_saying_what_was_sent(
+    runs_server: RemoteServer, rclient: openai.OpenAI, upstream: ScriptedUpstream, turn: dict[str, Any], said: str
+) -> None:
+    # Before, both ended the run "completed" (with the cut text, or with nothing) and no last_error.
+    model = new_model()
+    upstream.script(model, turn)
+    assistant = make_assistant(rclient, model)
+    thread = rclient.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    run = rclient.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
+    assert run.status == "failed" and run.last_error is not None
+    assert run.last_error.code == "server_error" and said in run.last_error.message, run.last_error
+    messages = rclient.beta.threads.messages.list(thread.id, run_id=run.id).data
+    assert all(m.status == "incomplete" for m in messages)
+    assert_unlocked(rclient, thread.id)
+
+
 # --- expired, incomplete ---------------------------------------------------------------------------
 
 

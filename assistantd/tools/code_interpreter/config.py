@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,10 +66,24 @@ def sandbox_config_from_settings(settings: Settings) -> SandboxConfig:
         max_output_bytes=settings.code_interpreter_max_output_bytes,
         max_image_mb=settings.code_interpreter_max_image_mb,
         max_saved_mb=settings.code_interpreter_max_output_mb,
-        memory_budget_mb=settings.code_interpreter_memory_budget_mb,
+        memory_budget_mb=memory_budget_mb(
+            settings.code_interpreter_memory_budget_mb, settings.code_interpreter_memory_mb
+        ),
         memory_wait_seconds=settings.code_interpreter_memory_wait_seconds,
         max_sessions=settings.code_interpreter_max_sessions,
         allow_unsandboxed=settings.code_interpreter_allow_unsandboxed,
         python=settings.code_interpreter_python,
         protect=tuple(protect),
     )
+
+
+def memory_budget_mb(setting: int, each_mb: int) -> int:
+    """The budget across sandboxes (0 in SandboxConfig: none). Unset (0), it is half of the host's memory,
+    so the default server cannot promise its 64 sessions far more memory than the host has; never less than
+    one sandbox, so a small host still runs code. Negative: no budget, as asked."""
+    if setting < 0:
+        return 0
+    if setting > 0:
+        return setting
+    host_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 20
+    return max(host_mb // 2, each_mb)

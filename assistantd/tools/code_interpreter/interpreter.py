@@ -113,6 +113,7 @@ class CodeInterpreter:
         self._tasks: list[asyncio.Task[None]] = []
         self._context: Any = None
         self._started = False
+        self._starting: asyncio.Future[None] | None = None
         self._stopping = False
 
     def _memory_freed(self) -> None:
@@ -136,9 +137,16 @@ class CodeInterpreter:
 
     async def start(self) -> None:
         """Check the host, then start the pool in the background. Never raises for an unusable host:
-        ``available`` and ``unavailable_reason`` say what is wrong."""
-        if self._started:
-            return
+        ``available`` and ``unavailable_reason`` say what is wrong.
+
+        With no pool the tool calls this on first use, so several runs may call it at once: they all wait
+        for the one start (shielded, so a caller cancelled meanwhile cannot leave it half done); returning
+        early while another call was still preparing the host made those runs fail with "not running"."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
         self._started = True
         try:
             import jupyter_client  # noqa: F401

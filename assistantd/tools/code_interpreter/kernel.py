@@ -216,7 +216,7 @@ class KernelConnection:
         flood = limit * 8 + 4 * MAX_MESSAGE_BYTES
         image_flood = (4 + max_images) * message_limit(max_image_bytes)
         msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False)
-        deadline = loop.time() + wall_seconds
+        deadline = wall_end = loop.time() + wall_seconds
         interrupted = False
         idle = replied = False
         iopub: asyncio.Task[Any] | None = None
@@ -243,6 +243,11 @@ class KernelConnection:
                         if on_image is not None:
                             await on_image(png)
                         del png
+                    if replied and not interrupted:
+                        # Output sent before the reply may still be queued behind it (big images take a
+                        # while each to save): the grace runs from the last message handled, not from the
+                        # reply, up to the wall deadline (and the flood caps bound the bytes).
+                        deadline = max(deadline, min(wall_end, loop.time()) + grace)
                 if shell is not None and shell in done:
                     msg = _result(shell)
                     shell = None
