@@ -281,9 +281,12 @@ def main() -> None:
                 if pg:
                     pg.drop(f"eval_{label}".replace("-", "_"))
             url = pg.database(f"eval_{label}".replace("-", "_")) if pg else ""
-            with serve(data_dir, url, args.workers, args.server_arg) as base, httpx.Client(
-                base_url=base, timeout=300, headers={"Authorization": "Bearer eval", "OpenAI-Beta": "assistants=v2"}
-            ) as http:
+            with (
+                serve(data_dir, url, args.workers, args.server_arg) as base,
+                httpx.Client(
+                    base_url=base, timeout=300, headers={"Authorization": "Bearer eval", "OpenAI-Beta": "assistants=v2"}
+                ) as http,
+            ):
                 state_path = data_dir / "ingested.json"
                 if state_path.exists():
                     state = json.loads(state_path.read_text())
