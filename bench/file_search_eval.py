@@ -290,12 +290,17 @@ def main() -> None:
     p.add_argument("--misses", action="store_true", help="list the questions whose gold file is not in the top 5")
     p.add_argument("--server-arg", action="append", default=[], help="extra `assistantd serve` flag")
     p.add_argument("--chunking", default="", help="a chunking_strategy as JSON for the batch")
+    p.add_argument("--max-files", type=int, default=0, help="ingest only a corpus' first N files (speed runs)")
     p.add_argument(
         "--raw-windows", type=int, default=0, help="after ingesting, time the model alone on this many windows"
     )
     args = p.parse_args()
 
     corpora = [load_corpus(n) for n in args.corpora.split(",")]
+    if args.max_files:
+        for c in corpora:
+            c["files"] = c["files"][: args.max_files]
+            c["questions"] = [q for q in c["questions"] if set(q["files"]) <= set(c["files"])]
     for c in corpora:
         check_passages(c)
     n = sum(len(c["questions"]) for c in corpora)

@@ -3,7 +3,9 @@ endpoint, query terms, attribute filters and rank fusion."""
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,13 +13,7 @@ import numpy as np
 import pytest
 from file_search_support import EmbeddingsServer, letters
 
-from assistantd.tools.file_search.chunk import (
-    CONTEXT_TOKENS,
-    RegexTokenizer,
-    WordPieceTokenizer,
-    document_context,
-    plan_chunks,
-)
+from assistantd.tools.file_search.chunk import RegexTokenizer, WordPieceTokenizer, plan_chunks
 from assistantd.tools.file_search.embed import (
     EmbeddingError,
     LocalEmbedder,
@@ -25,7 +21,7 @@ from assistantd.tools.file_search.embed import (
     build_embedder,
     local_model_dir,
 )
-from assistantd.tools.file_search.pipeline import embed_plan
+from assistantd.tools.file_search.pipeline import EMBED_BATCH, Stopped, embed_plan
 from assistantd.tools.file_search.rank import combine, fuse_rrf, matches, rank, rewrite, terms
 
 
@@ -145,38 +141,24 @@ def test_embed_plan_averages_shared_windows(local: LocalEmbedder, wordpieces: Wo
     assert np.allclose(vectors[1], expected, atol=1e-5)
 
 
-def test_document_context_is_the_title_line_or_else_the_file_name(wordpieces: WordPieceTokenizer) -> None:
-    assert document_context("Write-Ahead Logging\n\nThe default method ...", "wal.html", wordpieces) == (
-        "Write-Ahead Logging"
-    )
-    assert (
-        document_context("\n\n  git-stash(1)   Manual Page \nNAME", "x.html", wordpieces) == "git-stash(1) Manual Page"
-    )
-    prose = "This first line is a long paragraph of prose rather than a title. " * 4
-    assert document_context(prose + "\nmore", "notes.txt", wordpieces) == "notes.txt"
-    assert document_context("", "empty.txt", wordpieces) == "empty.txt"
-    long_title = " ".join(f"word{i}" for i in range(60))[:150]
-    cut = document_context(long_title, "t.txt", wordpieces)
-    assert len(wordpieces.spans(cut)) == CONTEXT_TOKENS and long_title.startswith(cut)
-
-
-def test_embed_plan_puts_the_context_in_front_of_every_window(
+def test_a_large_file_is_embedded_on_several_threads_in_order_and_stops_when_asked(
     local: LocalEmbedder, wordpieces: WordPieceTokenizer
 ) -> None:
-    text = PROSE[:7000]
-    plan = plan_chunks(text, wordpieces, max_tokens=800, overlap=400)
+    assert local.threads == max(1, min(4, os.cpu_count() or 1))
+    plan = plan_chunks(PROSE, wordpieces, max_tokens=800, overlap=400)
+    assert len(plan.windows) > 2 * EMBED_BATCH  # several batches in flight
     texts = [plan.chunk_text(c) for c in plan.chunks]
-    plain = embed_plan(plan, texts, local)
-    titled = embed_plan(plan, texts, local, context="Sourdough baking guide")
-    windows = local.embed(["Sourdough baking guide\n" + plan.window_text(w) for w in plan.windows])
+    windows = local.embed([plan.window_text(w) for w in plan.windows])
     weights = np.asarray([w.tokens for w in plan.windows], dtype=np.float32)
-    ids = list(plan.chunks[1].windows)
-    expected = (windows[ids] * weights[ids, None]).sum(0)
-    expected /= np.linalg.norm(expected)
-    assert np.allclose(titled[1], expected, atol=1e-5)
-    # the title pulls every chunk towards its topic, and only the vectors change
-    bread = local.embed(["how to bake bread"])[0]
-    assert all(float(titled[i] @ bread) > float(plain[i] @ bread) + 0.05 for i in range(len(plan.chunks)))
+    vectors = embed_plan(plan, texts, local)
+    for i, chunk in enumerate(plan.chunks):
+        ids = list(chunk.windows)
+        expected = (windows[ids] * weights[ids, None]).sum(0)
+        assert np.allclose(vectors[i], expected / np.linalg.norm(expected), atol=1e-5)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        embed_plan(plan, texts, local, stop)
 
 
 # --- a remote embeddings endpoint ----------------------------------------------------------------

@@ -25,8 +25,6 @@ AUTO_MAX_TOKENS = 800
 AUTO_OVERLAP_TOKENS = 400
 MIN_GRID = 48  # below this, windows on a shared grid would be too short to embed well
 MAX_WORD_SHIFT = 16  # how far a chunk edge may move back to avoid splitting a word
-CONTEXT_TOKENS = 32  # the most a document's context (its title) adds to every window the model reads
-CONTEXT_CHARS = 160  # a first line longer than this is prose, not a title
 
 
 class Tokenizer(Protocol):
@@ -58,22 +56,6 @@ class RegexTokenizer:
 
     def spans(self, text: str) -> list[tuple[int, int, bool]]:
         return [(m.start(), m.end(), True) for m in _WORDS.finditer(text)]
-
-
-def document_context(text: str, filename: str, tokenizer: Tokenizer) -> str:
-    """What a document is, in a few words, for the embedding of each of its windows: its title.
-
-    Parsed HTML starts with its ``<title>``; other text with whatever its first line is. A first line
-    that is too long to be a title gives way to the file's name. Cut to ``CONTEXT_TOKENS`` tokens, so the
-    windows keep their size. A window in the middle of a page otherwise says nothing of its topic (measured
-    in bench/README.md, bench/file_search_eval.py).
-    """
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    title = first if 0 < len(first) <= CONTEXT_CHARS else filename.strip()
-    spans = tokenizer.spans(title)
-    if len(spans) > CONTEXT_TOKENS:
-        title = title[: spans[CONTEXT_TOKENS - 1][1]]
-    return " ".join(title.split())
 
 
 @dataclass(frozen=True)
