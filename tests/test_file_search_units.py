@@ -3,7 +3,9 @@ endpoint, query terms, attribute filters and rank fusion."""
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,7 @@ from assistantd.tools.file_search.embed import (
     build_embedder,
     local_model_dir,
 )
-from assistantd.tools.file_search.pipeline import embed_plan
+from assistantd.tools.file_search.pipeline import EMBED_BATCH, Stopped, embed_plan
 from assistantd.tools.file_search.rank import combine, fuse_rrf, matches, rank, rewrite, terms
 
 
@@ -137,6 +139,26 @@ def test_embed_plan_averages_shared_windows(local: LocalEmbedder, wordpieces: Wo
     expected = (windows[ids] * weights[ids, None]).sum(0)
     expected /= np.linalg.norm(expected)
     assert np.allclose(vectors[1], expected, atol=1e-5)
+
+
+def test_a_large_file_is_embedded_on_several_threads_in_order_and_stops_when_asked(
+    local: LocalEmbedder, wordpieces: WordPieceTokenizer
+) -> None:
+    assert local.threads == max(1, min(4, os.cpu_count() or 1))
+    plan = plan_chunks(PROSE, wordpieces, max_tokens=800, overlap=400)
+    assert len(plan.windows) > 2 * EMBED_BATCH  # several batches in flight
+    texts = [plan.chunk_text(c) for c in plan.chunks]
+    windows = local.embed([plan.window_text(w) for w in plan.windows])
+    weights = np.asarray([w.tokens for w in plan.windows], dtype=np.float32)
+    vectors = embed_plan(plan, texts, local)
+    for i, chunk in enumerate(plan.chunks):
+        ids = list(chunk.windows)
+        expected = (windows[ids] * weights[ids, None]).sum(0)
+        assert np.allclose(vectors[i], expected / np.linalg.norm(expected), atol=1e-5)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        embed_plan(plan, texts, local, stop)
 
 
 # --- a remote embeddings endpoint ----------------------------------------------------------------

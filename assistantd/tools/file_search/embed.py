@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import functools
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class Embedder(abc.ABC):
     name: str
     dims: int | None  # None until a remote model has answered once
     window: int | None  # word pieces the model reads at once; None: it reads a whole chunk
+    threads = 1  # calls a file's ingestion makes at once
 
     @abc.abstractmethod
     def embed(self, texts: list[str]) -> NDArray[np.float32]:
@@ -44,6 +46,10 @@ class Embedder(abc.ABC):
 
 class LocalEmbedder(Embedder):
     window = 254
+    # Each call runs on one core (BLAS is held to one thread); two at once embed a large file about 1.6x
+    # faster on 2 cores (bench/README.md). More than 4 gain little: the forward pass holds the GIL between
+    # its matrix products.
+    threads = max(1, min(4, os.cpu_count() or 1))
 
     def __init__(self, model_dir: Path) -> None:
         from assistantd.tools.file_search.minilm import MiniLM
