@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +22,7 @@ import orjson
 from assistantd.clock import now
 from assistantd.engine.bus import EventBus, Subscription
 from assistantd.engine.executor import OpenMessage, RunExecutor
+from assistantd.engine.leases import RUNS, Leases
 from assistantd.engine.records import Closed, close_run
 from assistantd.llm.router import ModelRouter
 from assistantd.store import Conn, Database
@@ -60,12 +60,10 @@ class Engine:
         self.context_tokens = context_tokens
         self.tools: dict[str, BuiltinTool] = dict(tools or {})  # server-side tools by type
         self.stream_save_seconds = stream_save_seconds
+        self.leases = Leases(db, RUNS, seconds=lease_seconds, owner=self.instance_id)
         self._jobs: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
         self._open_messages: set[OpenMessage] = set()
         self._background: list[asyncio.Task[None]] = []
-
-    def lease_until(self) -> float:
-        return time.time() + self.lease_seconds
 
     # --- starting and stopping executions ------------------------------------------------------
 
@@ -110,7 +108,7 @@ class Engine:
             # process that is gone, so there is no need to wait for leases to lapse.
             await self._end_orphans(not_owner=self.instance_id)
         self._background = [
-            asyncio.create_task(self._every(self.lease_seconds / 3, self._renew), name="lease-renew"),
+            asyncio.create_task(self.leases.keep(lambda: list(self._jobs)), name="lease-renew"),
             asyncio.create_task(self._every(CANCEL_POLL_SECONDS, self._poll_cancels), name="cancel-poll"),
             asyncio.create_task(self._every(self.reap_interval, self.reap), name="reaper"),
             asyncio.create_task(self._every(self.stream_save_seconds, self.save_streamed), name="stream-save"),
@@ -138,12 +136,6 @@ class Engine:
                 await fn()
             except Exception:
                 log.exception("engine task %s failed; will retry", getattr(fn, "__name__", fn))
-
-    async def _renew(self) -> None:
-        ids = list(self._jobs)
-        if ids:
-            until = self.lease_until()
-            await self.db.write(lambda c: run_rows.renew(c, ids, self.instance_id, until))
 
     def watch_message(self, message: OpenMessage) -> None:
         self._open_messages.add(message)
@@ -190,7 +182,7 @@ class Engine:
             self._publish_closed(closed)
 
     async def _end_orphans(self, not_owner: str | None = None) -> None:
-        moment = time.time()
+        moment = self.leases.now()
         mine = set(self._jobs)
 
         def tx(conn: Conn) -> list[Closed]:
