@@ -24,6 +24,7 @@ from assistantd.engine.bus import EventBus, Subscription
 from assistantd.engine.executor import OpenMessage, RunExecutor
 from assistantd.engine.leases import RUNS, Leases
 from assistantd.engine.records import Closed, close_run
+from assistantd.engine.takeover import adopt
 from assistantd.llm.router import ModelRouter
 from assistantd.store import Conn, Database
 from assistantd.store import runs as run_rows
@@ -32,11 +33,6 @@ from assistantd.tools.base import BuiltinTool
 log = logging.getLogger("assistantd.engine")
 
 CANCEL_POLL_SECONDS = 0.5
-
-LAPSED_MESSAGE = (
-    "The server executing this run stopped before the run finished (its lease lapsed); the run was "
-    "ended so the thread is usable again. Messages and steps written before that are kept."
-)
 
 
 class Engine:
@@ -75,10 +71,13 @@ class Engine:
         announce: bool,
         resumed_step: dict[str, Any] | None = None,
         subscribe: bool = False,
+        resume: bool = False,
     ) -> Subscription | None:
-        """Execute a run this process has claimed. With ``subscribe``, follow its events from the first."""
+        """Execute a run this process has claimed. With ``subscribe``, follow its events from the first;
+        with ``resume``, it was taken over ``in_progress`` (``takeover.adopt``) and goes on from there."""
         sub = self.bus.subscribe(run_id) if subscribe else None
         job = RunExecutor(self, project, run_id)
+        job.resume = resume
         task = asyncio.create_task(job.execute(announce=announce, resumed_step=resumed_step), name=f"run-{run_id}")
         self._jobs[run_id] = (job, task)
         task.add_done_callback(lambda t: self._forget(run_id, t))
@@ -106,15 +105,17 @@ class Engine:
         if embedded:
             # One process owns an embedded database: every run still marked executing is from a
             # process that is gone, so there is no need to wait for leases to lapse.
-            await self._end_orphans(not_owner=self.instance_id)
+            await self._take_over(previous_process=True)
         self._background = [
-            asyncio.create_task(self.leases.keep(lambda: list(self._jobs)), name="lease-renew"),
+            asyncio.create_task(self.leases.keep(lambda: list(self._jobs), self._lost), name="lease-renew"),
             asyncio.create_task(self._every(CANCEL_POLL_SECONDS, self._poll_cancels), name="cancel-poll"),
             asyncio.create_task(self._every(self.reap_interval, self.reap), name="reaper"),
             asyncio.create_task(self._every(self.stream_save_seconds, self.save_streamed), name="stream-save"),
         ]
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop executing: every run in progress here is handed over (its streamed text stored, its lease
+        released), for another replica, or this server when it starts again, to take over at once."""
         for task in self._background:
             task.cancel()
         for task in self._background:
@@ -126,6 +127,20 @@ class Engine:
             task.cancel()
         if jobs:
             await asyncio.wait([t for _, t in jobs], timeout=grace)
+
+    def _lost(self, run_ids: set[str]) -> None:
+        """Runs this server was executing that are no longer its own (ended or cancelled elsewhere, deleted,
+        or taken over after our lease lapsed, e.g. a long pause): stop them without writing anything."""
+        for run_id in run_ids:
+            entry = self._jobs.get(run_id)
+            if entry is None:
+                continue
+            job, task = entry
+            if job.ending or job.cancel_requested:
+                continue  # ending on its own, or a cancel it will write itself
+            job.lost = True
+            if job.started:
+                task.cancel()
 
     # --- background duties ---------------------------------------------------------------------
 
@@ -170,8 +185,8 @@ class Engine:
                 self.cancel_local(run_id)
 
     async def reap(self) -> None:
-        """End runs whose executor died, and expire runs left waiting for tool outputs."""
-        await self._end_orphans()
+        """Take over runs whose server is gone, and expire runs left waiting for tool outputs."""
+        await self._take_over()
         moment = now()
 
         def expire(conn: Conn) -> list[Closed]:
@@ -181,32 +196,37 @@ class Engine:
             log.info("run expired run_id=%s", closed.run["id"])
             self._publish_closed(closed)
 
-    async def _end_orphans(self, not_owner: str | None = None) -> None:
+    async def _take_over(self, *, previous_process: bool = False) -> None:
+        """Claim the executing runs whose lease lapsed (``previous_process``: every run another process held,
+        on an embedded database only one process uses) and carry them on here (``takeover.adopt``)."""
         moment = self.leases.now()
         mine = set(self._jobs)
 
-        def tx(conn: Conn) -> list[Closed]:
-            out = []
-            for record in run_rows.orphans(conn, moment, not_owner=not_owner):
-                if record.run["id"] in mine:
+        def tx(conn: Conn) -> tuple[list[tuple[str, str, str]], list[Closed]]:
+            resumed: list[tuple[str, str, str]] = []
+            ended: list[Closed] = []
+            for record in run_rows.orphans(conn, moment, not_owner=self.instance_id if previous_process else None):
+                run_id = record.run["id"]
+                if run_id in mine:
                     continue
-                if record.run["status"] == "cancelling":
-                    out.append(close_run(conn, record.project, record.run, record.state, "cancelled"))
-                else:
-                    out.append(
-                        close_run(
-                            conn,
-                            record.project,
-                            record.run,
-                            record.state,
-                            "failed",
-                            last_error={"code": "server_error", "message": LAPSED_MESSAGE},
-                        )
-                    )
-            return out
+                if previous_process:
+                    self.leases.take(conn, run_id)
+                elif not self.leases.claim(conn, run_id):
+                    continue  # another replica claimed it first
+                closed = adopt(conn, record.project, run_id)
+                if closed is None:
+                    resumed.append((record.project, run_id, record.run["status"]))
+                elif closed.run:
+                    ended.append(closed)
+            return resumed, ended
 
-        for closed in await self.db.write(tx):
-            log.warning("orphaned run ended run_id=%s status=%s", closed.run["id"], closed.run["status"])
+        resumed, ended = await self.db.write(tx)
+        for closed in ended:
+            log.warning("run taken over and ended run_id=%s status=%s", closed.run["id"], closed.run["status"])
+            self._publish_closed(closed)
+        for project, run_id, status in resumed:
+            log.warning("run taken over run_id=%s status=%s", run_id, status)
+            self.start(project, run_id, announce=False, resume=status == "in_progress")
 
     def _publish_closed(self, closed: Closed) -> None:
         run_id = closed.run["id"]
