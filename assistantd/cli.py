@@ -160,8 +160,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
+    from assistantd.api import lifecycle
     from assistantd.app import build_services, create_app
     from assistantd.store import keys as key_rows
 
@@ -179,8 +178,10 @@ def _serve(settings: Settings) -> int:
     # What it serves, where, and with which models is said in one block once the app has started
     # (diagnostics.startup_block, logged from the app's lifespan).
     app = create_app(settings, services)
-    uvicorn.run(
+    # uvicorn.run, but open streams are ended by the app when a signal arrives (api/lifecycle.py).
+    lifecycle.run(
         app,
+        grace_seconds=settings.shutdown_grace_seconds,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -60,6 +60,7 @@ class Engine:
         self._jobs: dict[str, tuple[RunExecutor, asyncio.Task[None]]] = {}
         self._open_messages: set[OpenMessage] = set()
         self._background: list[asyncio.Task[None]] = []
+        self.draining = False  # going down: runs of gone servers are left to the others
 
     # --- starting and stopping executions ------------------------------------------------------
 
@@ -116,17 +117,37 @@ class Engine:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop executing: every run in progress here is handed over (its streamed text stored, its lease
         released), for another replica, or this server when it starts again, to take over at once."""
+        self.draining = True
         for task in self._background:
             task.cancel()
         for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._hand_over_all(grace)
+
+    async def drain(self, grace: float) -> None:
+        """The server is going down: take over nothing more, let the runs executing here finish for up to
+        ``grace`` seconds, then hand the rest over. Each run's stream ends as its execution does."""
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._jobs and (left := deadline - loop.time()) > 0:
+            tasks = [t for _, t in self._jobs.values()]
+            await asyncio.wait(tasks, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        await self._hand_over_all(5.0)
+
+    async def _hand_over_all(self, grace: float) -> None:
         jobs = list(self._jobs.values())
         for job, task in jobs:
             job.shutting_down = True
-            task.cancel()
+            if not job.ending:  # a run writing its end finishes that
+                task.cancel()
         if jobs:
             await asyncio.wait([t for _, t in jobs], timeout=grace)
+        # A task cancelled before it started never ran its own hand-over: give its lease back here.
+        unstarted = [job.run_id for job, _ in jobs if not job.started]
+        if unstarted:
+            await self.db.write(lambda c: self.leases.release(c, unstarted, attempt=False))
 
     def _lost(self, run_ids: set[str]) -> None:
         """Runs this server was executing that are no longer its own (ended or cancelled elsewhere, deleted,
@@ -199,6 +220,8 @@ class Engine:
     async def _take_over(self, *, previous_process: bool = False) -> None:
         """Claim the executing runs whose lease lapsed (``previous_process``: every run another process held,
         on an embedded database only one process uses) and carry them on here (``takeover.adopt``)."""
+        if self.draining:
+            return
         moment = self.leases.now()
         mine = set(self._jobs)
 
