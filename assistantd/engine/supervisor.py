@@ -1,11 +1,12 @@
-"""The engine: starts run executions, keeps their leases, and ends runs nobody is executing.
+"""The engine: starts run executions, keeps their leases, and takes over runs nobody is executing.
 
 Each server process has an instance id. Executing a run means holding its lease (``lease_owner``,
-``lease_until`` on the run's row), renewed every third of the lease time. A run whose lease lapsed
-belongs to a server that died (SIGKILL, OOM, power): any server's reaper ends it ``failed`` with a
-``last_error`` that says so, which also unlocks the thread. Runs left in ``requires_action`` past
-``expires_at`` become ``expired``. Cancel requests are noticed through the database, so a cancel sent
-to any replica reaches the one executing the run.
+``lease_until`` on the run's row, through ``leases.Leases``), renewed every third of the lease time. A
+run whose lease lapsed belongs to a server that died (SIGKILL, OOM, power): any server's reaper claims
+it and carries it on (``takeover.adopt``: queued runs run, in_progress ones resume from their last
+completed step). A server stopping gracefully hands its runs over (lease released) instead of failing
+them. Runs left in ``requires_action`` past ``expires_at`` become ``expired``. Cancel requests are
+noticed through the database, so a cancel sent to any replica reaches the one executing the run.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Engine:
         self._open_messages: set[OpenMessage] = set()
         self._background: list[asyncio.Task[None]] = []
         self.draining = False  # going down: runs of gone servers are left to the others
+        self._stopping: set[asyncio.Task[None]] = set()
 
     # --- starting and stopping executions ------------------------------------------------------
 
@@ -150,15 +152,27 @@ class Engine:
             await self.db.write(lambda c: self.leases.release(c, unstarted, attempt=False))
 
     def _lost(self, run_ids: set[str]) -> None:
-        """Runs this server was executing that are no longer its own (ended or cancelled elsewhere, deleted,
-        or taken over after our lease lapsed, e.g. a long pause): stop them without writing anything."""
-        for run_id in run_ids:
+        """Renewal found runs that are no longer ours to hold. Most simply ended or paused here (requires_action)
+        and their executors finish on their own; those another server holds now (taken over after our lease
+        lapsed, e.g. this process was paused that long) are stopped without writing anything more."""
+        task = asyncio.create_task(self._stop_taken(list(run_ids)), name="runs-lost")
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _stop_taken(self, run_ids: list[str]) -> None:
+        try:
+            taken = await self.db.read(lambda c: run_rows.held_elsewhere(c, run_ids, self.instance_id))
+        except Exception:
+            log.exception("checking runs no longer ours failed")
+            return
+        for run_id in taken:
             entry = self._jobs.get(run_id)
             if entry is None:
                 continue
             job, task = entry
             if job.ending or job.cancel_requested:
-                continue  # ending on its own, or a cancel it will write itself
+                continue
+            log.warning("run taken over by another server while executing here run_id=%s", run_id)
             job.lost = True
             if job.started:
                 task.cancel()

@@ -111,6 +111,20 @@ def statuses(conn: Conn, run_ids: list[str]) -> dict[str, str]:
     return out
 
 
+def held_elsewhere(conn: Conn, run_ids: list[str], owner: str) -> set[str]:
+    """Which of ``run_ids`` another server holds now (took over after our lease lapsed)."""
+    out: set[str] = set()
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows_ = conn.fetchall(
+            f"SELECT id FROM runs WHERE id IN ({marks}) AND lease_owner IS NOT NULL AND lease_owner <> ?",
+            [*chunk, owner],
+        )
+        out.update(r[0] for r in rows_)
+    return out
+
+
 def orphans(conn: Conn, now: float, *, not_owner: str | None = None) -> list[RunRecord]:
     """Executing runs whose lease lapsed (or, with ``not_owner``, that another process owned)."""
     if not_owner is not None:
