@@ -205,7 +205,8 @@ def test_a_graceful_stop_hands_its_runs_over_to_the_next_server(
     settings = load_settings(overrides={**values, **FAST}, environ={})
     gate = Gate()
     model.script("m", {"chunks": ["Before", " the", " stop"], "gate": gate}, {"text": "after the stop."})
-    with TestClient(create_app(settings, chat_model=model)) as first:
+    # A loopback name, as a local client would send (an open server refuses other Host headers).
+    with TestClient(create_app(settings, chat_model=model), base_url="http://localhost") as first:
         asst = ok(first.post("/v1/assistants", json={"model": "m"}))
         t = ok(first.post("/v1/threads", json={"messages": [{"role": "user", "content": "go"}]}))["id"]
         run_id = ok(first.post(f"/v1/threads/{t}/runs", json={"assistant_id": asst["id"]}))["id"]
