@@ -172,6 +172,26 @@ def test_a_tool_call_with_effects_in_flight_is_not_repeated(make_api: MakeApi, m
     assert wait_run(api.client, t, again["id"])["status"] == "completed"
 
 
+def test_a_run_whose_servers_keep_dying_is_not_taken_over_forever(make_api: MakeApi, model: FakeChatModel) -> None:
+    api = make_api(chat_model=model, **FAST)
+    t, run_id = held_mid_answer(api, model, {"text": "never asked"})
+    lapse(api, run_id, takeovers=3)  # three servers already died under it
+
+    run = wait_run(api.client, t, run_id)
+    assert run["status"] == "failed" and run["last_error"]["code"] == "server_error"
+    assert "stopped 4 times" in run["last_error"]["message"]
+    assert len(model.requests["m"]) == 1
+
+
+def test_takeovers_are_counted_in_the_run_state(make_api: MakeApi, model: FakeChatModel) -> None:
+    api = make_api(chat_model=model, **FAST)
+    t, run_id = held_mid_answer(api, model, {"text": "resumed."})
+    lapse(api, run_id)
+    assert wait_run(api.client, t, run_id)["status"] == "completed"
+    (state,) = api.sql("SELECT state FROM runs WHERE id = ?", (run_id,))[0]
+    assert json.loads(state)["takeovers"] == 1
+
+
 def test_a_queued_run_left_behind_simply_runs(make_api: MakeApi, model: FakeChatModel) -> None:
     """Its server died between committing the client's tool outputs (the run back to ``queued``) and
     executing it: what submit_tool_outputs stores, without the execution."""

@@ -35,6 +35,7 @@ class RunState:
     images: list[str] = field(default_factory=list)  # image file ids for the next message
     pending_step_id: str | None = None  # the tool step waiting for the client's outputs
     in_flight: list[str] = field(default_factory=list)  # tools with effects running now (stored before they run)
+    takeovers: int = 0  # times a server took the run over after its executing server died
     other: dict[str, Any] = field(default_factory=dict)  # keys written by another version
 
     @classmethod
@@ -52,6 +53,7 @@ class RunState:
             "images": list(data.pop("images", None) or []),
             "pending_step_id": data.pop("pending_step_id", None),
             "in_flight": list(data.pop("in_flight", None) or []),
+            "takeovers": int(data.pop("takeovers", 0) or 0),
         }
         return cls(
             **known,
@@ -84,6 +86,8 @@ class RunState:
             out["pending_step_id"] = self.pending_step_id
         if self.in_flight:
             out["in_flight"] = self.in_flight
+        if self.takeovers:
+            out["takeovers"] = self.takeovers
         return out
 
     def add_usage(self, usage: Usage | None) -> None:

@@ -246,11 +246,13 @@ class Engine:
                 run_id = record.run["id"]
                 if run_id in mine:
                     continue
+                # A lease given back (graceful hand-over) is NULL; one that lapsed still names its server.
+                lapsed = conn.fetchval("SELECT lease_owner FROM runs WHERE id = ?", (run_id,)) is not None
                 if previous_process:
                     self.leases.take(conn, run_id)
                 elif not self.leases.claim(conn, run_id):
                     continue  # another replica claimed it first
-                closed = adopt(conn, record.project, run_id)
+                closed = adopt(conn, record.project, run_id, lapsed=lapsed)
                 if closed is None:
                     resumed.append((record.project, run_id, record.run["status"]))
                 elif closed.run:

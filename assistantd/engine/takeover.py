@@ -13,7 +13,9 @@
   interpreter was executing): repeating it is not safe, so the run ends ``failed`` saying so.
 
 Completed steps are never run again: they are the context the resumed execution starts from.
-``requires_action`` runs hold no lease and simply keep waiting for their outputs.
+``requires_action`` runs hold no lease and simply keep waiting for their outputs. A run whose servers
+keep dying under it (``MAX_TAKEOVERS`` lapsed leases; a graceful hand-over does not count) ends
+``failed`` rather than taking down server after server.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
 
+MAX_TAKEOVERS = 3
+
 INTERRUPTED_STEP = (
     "The server executing this step stopped before it finished; another server took the run over and "
     "asked the model again."
@@ -43,9 +47,10 @@ def unsafe_message(tools: list[str]) -> str:
     )
 
 
-def adopt(conn: Conn, project: str, run_id: str) -> Closed | None:
+def adopt(conn: Conn, project: str, run_id: str, *, lapsed: bool) -> Closed | None:
     """Repair a claimed run for execution here; the ``Closed`` result when it ended instead (cancelled, or
-    failed as unsafe to resume), None when it should be executed (it is ``queued`` or ``in_progress``)."""
+    failed as unsafe to resume), None when it should be executed (it is ``queued`` or ``in_progress``).
+    ``lapsed``: its server died (rather than handing it over), which counts towards ``MAX_TAKEOVERS``."""
     record = run_rows.load(conn, project, run_id)
     if record is None:
         return Closed()
@@ -53,6 +58,18 @@ def adopt(conn: Conn, project: str, run_id: str) -> Closed | None:
     status = run["status"]
     if status == "cancelling":
         return close_run(conn, project, run, record.state, "cancelled")
+    if lapsed:
+        if state.takeovers >= MAX_TAKEOVERS:
+            said = (
+                f"The servers executing this run stopped {state.takeovers + 1} times before it finished; it was "
+                "not taken over again. Messages and steps written before that are kept."
+            )
+            return close_run(
+                conn, project, run, record.state, "failed", last_error={"code": "server_error", "message": said}
+            )
+        state.takeovers += 1
+        record.state = state.to_json()
+        run_rows.save(conn, project, run, record.state)
     if status != "in_progress":
         return None  # queued
     if state.in_flight:
