@@ -15,6 +15,7 @@ from starlette.routing import Mount
 
 from assistantd.api import assistants, console, files, health, models, passthrough, runs, threads, vector_stores
 from assistantd.api.errors import api_error, client_disconnected, http_error, internal_error
+from assistantd.api.lifecycle import Draining
 from assistantd.api.middleware import EdgeMiddleware
 from assistantd.api.routing import IndexedRouter
 from assistantd.diagnostics import startup_block
@@ -152,6 +153,18 @@ async def _sweep(services: Services) -> None:
 SHUTDOWN_STEP_SECONDS = 20.0
 
 
+async def _drain_on_signal(draining: Draining, engine: Engine, grace: float) -> None:
+    """When the server is told to stop: runs executing here get ``grace`` seconds to finish (their streams
+    end with their terminal event), then the rest are handed over, which ends their streams too, so the
+    server is not left waiting on them."""
+    await draining.wait()
+    log.info("stopping: runs in progress here have %.0f s to finish, then are handed over", grace)
+    try:
+        await engine.drain(grace)
+    except Exception:
+        log.exception("shutdown: handing runs over failed; their leases will lapse")
+
+
 async def _bounded(what: str, step: Awaitable[None]) -> None:
     try:
         async with asyncio.timeout(SHUTDOWN_STEP_SECONDS):
@@ -166,12 +179,15 @@ def create_app(
     settings: Settings, services: Services | None = None, *, chat_model: ChatModel | None = None
 ) -> Starlette:
     services = services or build_services(settings, chat_model=chat_model)
+    draining = Draining()  # fired by the server on SIGTERM/SIGINT (api/lifecycle.py), before it waits on streams
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_sweep(services))
         engine = services.runs.engine
         await engine.start_background(embedded=services.db.dialect == "sqlite")
+        draining.bind(asyncio.get_running_loop())
+        drainer = asyncio.create_task(_drain_on_signal(draining, engine, settings.shutdown_grace_seconds))
         await services.vector_stores.start()
         if settings.code_interpreter_pool_size > 0:
             # Sandboxes are started ahead of need; with no pool the tool starts the interpreter on first use.
@@ -181,9 +197,10 @@ def create_app(
             async with metrics_listener(settings, services):
                 yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, drainer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             # Each part gets a bounded time to stop, so one that hangs cannot keep the process alive;
             # the database closes last, whatever happened before.
             await _bounded("vector stores", services.vector_stores.stop())
@@ -226,4 +243,5 @@ def create_app(
     )
     app.state.services = services
     app.state.settings = settings
+    app.state.draining = draining
     return app

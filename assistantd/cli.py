@@ -165,8 +165,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
-
+    from assistantd.api import lifecycle
     from assistantd.api.http_edge import EdgeLimits, protocol_class
     from assistantd.app import build_services, create_app
     from assistantd.service.keys import OPEN, REFUSED
@@ -214,8 +213,10 @@ def _serve(settings: Settings) -> int:
         body_timeout=settings.body_timeout,
         max_connections_per_client=settings.max_connections_per_client,
     )
-    uvicorn.run(
+    # uvicorn.run, but open streams are ended by the app when a signal arrives (api/lifecycle.py).
+    lifecycle.run(
         app,
+        grace_seconds=settings.shutdown_grace_seconds,
         http=protocol_class(limits),
         host=settings.host,
         port=settings.port,

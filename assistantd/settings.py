@@ -107,12 +107,18 @@ class Settings:
     )
     run_lease_seconds: float = setting(
         30.0,
-        "How long a server's claim on a run lasts without renewal; a run whose server died is ended this long"
-        " after its last renewal.",
+        "How long a server's claim on a run lasts without renewal; a dead server's runs are taken over by another"
+        " server (or the restarted one) this long after its last renewal.",
+    )
+    shutdown_grace_seconds: float = setting(
+        10.0,
+        "On SIGTERM (or Ctrl-C), how long runs executing here may go on to finish, their streams with them; then"
+        " the rest are handed over (to another replica, or this server when it starts again), their open"
+        " streams end with `done`, and the process exits.",
     )
     reap_interval_seconds: float = setting(
         5.0,
-        "How often each server looks for expired runs and runs whose server died.",
+        "How often each server looks for expired runs and takes over runs whose server died.",
     )
     context_tokens: int = setting(128_000, "The context window assumed for truncation_strategy auto, in tokens.")
     log_level: str = setting(

@@ -13,8 +13,15 @@ seconds the replicas and PostgreSQL used.
 Nothing is pinned: every process shares the machine's CPUs, so with more replicas than cores this
 measures how the work spreads, not added capacity. The load average is printed beside the table.
 
+``--takeover N`` measures instead how long runs outlive a replica killed outright: three replicas
+(``--run-lease-seconds``, ``--reap-interval-seconds``), ``N`` runs created on the first, each held by
+the upstream after its first words; then SIGKILL of that replica and the time from the kill to the
+first and to the last of those runs ``completed`` on the survivors (polled every 50 ms), with a check
+that each was resumed once (``2 N`` model calls in all).
+
     python bench/scaleout_bench.py                       # 1 and 3 replicas, about 2 minutes
     python bench/scaleout_bench.py --replicas 1,2,3 --runs 600 --concurrency 60
+    python bench/scaleout_bench.py --takeover 50         # kill -9 to the last taken-over run done
 
 See bench/README.md.
 """
@@ -49,14 +56,14 @@ def _new_database(uri: str, name: str) -> str:
     return urlunsplit(urlsplit(uri)._replace(path="/" + name))
 
 
-def _serve(root: Path, i: int, database_url: str, upstream_port: int) -> Any:
+def _serve(root: Path, i: int, database_url: str, upstream_port: int, *more: str) -> Any:
     root.mkdir(parents=True, exist_ok=True)
     port = rb.free_port()
     cmd = [
         sys.executable, "-m", "assistantd", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--data-dir", str(root / f"replica-{i}"), "--database-url", database_url,
         "--upstream-base-url", f"http://127.0.0.1:{upstream_port}/v1", "--log-level", "warning",
-        "--code-interpreter-pool-size", "0",
+        "--code-interpreter-pool-size", "0", *more,
     ]  # fmt: skip
     proc = rb.spawn(cmd, "", root / f"replica-{i}.log", port)
     proc.port = port  # type: ignore[attr-defined]
@@ -99,6 +106,64 @@ async def _drive(ports: list[int], runs: int, concurrency: int, expected: str) -
     return results, time.perf_counter() - t0
 
 
+def _takeover(root: Path, pg: Any, upstream_port: int, n: int, lease: float, reap: float) -> dict[str, Any]:
+    """Kill -9 a replica executing ``n`` runs (held mid-answer); seconds from the kill to them all done."""
+    import httpx
+
+    model = "bench-takeover"
+    up = httpx.Client(base_url=f"http://127.0.0.1:{upstream_port}", timeout=30)
+    held = {"chunks": ["Cut", " by", " the", " kill"], "hold": True}
+    up.post("/_script", json={"model": model, "turns": [held] * n + [{"text": "finished elsewhere."}] * n})
+    url = _new_database(pg.uri, "scaleout_takeover")
+    flags = ("--run-lease-seconds", str(lease), "--reap-interval-seconds", str(reap), "--stream-save-seconds", "0.2")
+    servers = [_serve(root / "takeover", i, url, upstream_port, *flags) for i in range(3)]
+    auth = {"Authorization": "Bearer bench"}
+    try:
+        first, survivor = (
+            httpx.Client(base_url=f"http://127.0.0.1:{s.port}", headers=auth, timeout=60) for s in servers[:2]
+        )
+        assistant = first.post("/v1/assistants", json={"model": model}).json()["id"]
+        runs = []
+        for _ in range(n):
+            created = first.post("/v1/threads/runs", json={"assistant_id": assistant}).json()
+            runs.append((created["thread_id"], created["id"]))
+        deadline = time.monotonic() + 120
+        while len(up.get("/_requests", params={"model": model}).json()) < n:
+            if time.monotonic() > deadline:
+                raise SystemExit("the runs never reached the upstream")
+            time.sleep(0.05)
+        servers[0].kill()
+        servers[0].wait()
+        killed = time.perf_counter()
+        done: dict[str, float] = {}
+        statuses: dict[str, str] = {}
+        while len(done) < n:
+            if time.perf_counter() - killed > 300:
+                raise SystemExit(f"runs still active 300 s after the kill: {n - len(done)}")
+            for thread_id, run_id in runs:
+                if run_id in done:
+                    continue
+                status = survivor.get(f"/v1/threads/{thread_id}/runs/{run_id}").json()["status"]
+                if status not in ("queued", "in_progress", "cancelling"):
+                    done[run_id], statuses[run_id] = time.perf_counter() - killed, status
+            time.sleep(0.05)
+        calls = len(up.get("/_requests", params={"model": model}).json())
+        first.close()
+        survivor.close()
+    finally:
+        up.post("/_release", params={"model": model})
+        up.close()
+        for s in servers[1:]:
+            rb.stop(s)
+    return {
+        "runs": n,
+        "completed": sum(1 for s in statuses.values() if s == "completed"),
+        "first": min(done.values()),
+        "last": max(done.values()),
+        "calls": calls,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--replicas", default="1,3", help="comma-separated replica counts")
@@ -108,7 +173,13 @@ def main() -> None:
     p.add_argument("--delay-ms", type=float, default=10.0, help="upstream delay between tokens")
     p.add_argument("--tokens", type=int, default=20, help="tokens per answer")
     p.add_argument("--keep", action="store_true", help="keep the temporary dir (logs)")
+    p.add_argument("--takeover", type=int, default=0, help="instead: kill -9 a replica executing this many runs")
+    p.add_argument("--run-lease-seconds", type=float, default=30.0, help="for --takeover (the server default)")
+    p.add_argument("--reap-interval-seconds", type=float, default=5.0, help="for --takeover (the server default)")
     args = p.parse_args()
+    if args.takeover:
+        _main_takeover(args)
+        return
     counts = [int(n) for n in args.replicas.split(",")]
     expected = rb.expected_text(args.tokens)
     root = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
@@ -172,6 +243,30 @@ def main() -> None:
         )
         if r["error_kinds"]:
             print(f"  errors: {r['error_kinds']}")
+
+
+def _main_takeover(args: argparse.Namespace) -> None:
+    root = Path(tempfile.mkdtemp(prefix="takeover-bench-"))
+    pg = rb.Postgres(root, None)
+    try:
+        up_args = argparse.Namespace(ttft_ms=0, delay_ms=0, tokens=0)
+        with rb.upstream(root, up_args, "") as upstream:
+            port = upstream.port  # type: ignore[attr-defined]
+            r = _takeover(root, pg, port, args.takeover, args.run_lease_seconds, args.reap_interval_seconds)
+    finally:
+        pg.stop()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"\nkill -9 of 1 of 3 replicas executing {r['runs']} runs (each held after its first words); "
+        f"run_lease_seconds {args.run_lease_seconds:g}, reap_interval_seconds {args.reap_interval_seconds:g}; "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print("| runs | completed | model calls | kill to first done s | kill to last done s |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {r['runs']} | {r['completed']} | {r['calls']} | {r['first']:.2f} | {r['last']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,15 @@ class RequiresAction:
 
 
 @dataclass(frozen=True)
+class EffectsStarting:
+    """A server-side tool whose call may have effects (``repeatable = False``) is about to run: the run's
+    state, saying so, must be stored before it does, so a server that takes the run over after a crash
+    knows not to run the call again."""
+
+    tool: str
+
+
+@dataclass(frozen=True)
 class RunFinished:
     """The run ends with this terminal status; the execution ends here."""
 
@@ -110,6 +119,7 @@ Event = (
     | ToolInputDelta
     | ToolOutput
     | StepCompleted
+    | EffectsStarting
     | TurnFinished
     | RequiresAction
     | RunFinished

@@ -21,6 +21,7 @@ import orjson
 from assistantd.clock import now
 from assistantd.engine.events import (
     ContentAdded,
+    EffectsStarting,
     Event,
     MessageClosed,
     MessageOpened,
@@ -36,6 +37,7 @@ from assistantd.engine.events import (
 )
 from assistantd.engine.records import Closed, close_run, text_block
 from assistantd.engine.state import RunState
+from assistantd.engine.takeover import in_context
 from assistantd.engine.turns import RunContext, TurnLoop
 from assistantd.llm.base import UpstreamError
 from assistantd.llm.router import NoRoute
@@ -84,7 +86,9 @@ class RunExecutor:
         self.loop: TurnLoop | None = None
         self.open_message: OpenMessage | None = None
         self.cancel_requested = False
-        self.shutting_down = False
+        self.shutting_down = False  # the server stops: hand the run over (lease released), do not fail it
+        self.lost = False  # another server holds the run now (our lease lapsed): write nothing more
+        self.resume = False  # taken over in_progress from a server that is gone
         self.started = False  # a task cancelled before its first step never runs its own handlers
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
@@ -108,7 +112,8 @@ class RunExecutor:
                 self.emit("thread.run.created", queued or self.run)
             if resumed_step is not None:
                 self.emit("thread.run.step.completed", resumed_step)
-            self.emit("thread.run.queued", queued or self.run)
+            if not self.resume:
+                self.emit("thread.run.queued", queued or self.run)
             if queued is None or context is None:
                 await self._end(RunFinished("cancelled"))  # a cancel landed before we started
                 return
@@ -141,18 +146,12 @@ class RunExecutor:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # finish the bookkeeping below before the task ends
-            if self.cancel_requested and not self.shutting_down:
+            if self.lost:
+                log.warning("run %s is held by another server now; stopped here", self.run_id)
+            elif self.cancel_requested and not self.shutting_down:
                 await self._end(RunFinished("cancelled"))
             else:
-                await self._end(
-                    RunFinished(
-                        "failed",
-                        last_error={
-                            "code": "server_error",
-                            "message": "The server was shut down while this run was in progress.",
-                        },
-                    )
-                )
+                await self._hand_over()
         except UpstreamError as exc:
             await self._end(RunFinished("failed", last_error={"code": exc.code, "message": exc.message}))
         except NoRoute as exc:
@@ -182,16 +181,22 @@ class RunExecutor:
         if record is None:
             return None
         self.run, self.state = record.run, RunState.from_json(record.state)
-        if record.run["status"] != "queued":
-            return None, None
-        started = {**record.run, "status": "in_progress", "started_at": record.run["started_at"] or now()}
-        if not run_rows.save(conn, self.project, started, expect="queued"):
-            return None, None
-        queued, self.run = record.run, started
+        status = record.run["status"]
+        if self.resume and status == "in_progress":
+            # Taken over mid-run (``takeover.adopt`` closed what the gone server left open): go on.
+            queued = started = record.run
+        else:
+            if status != "queued":
+                return None, None
+            started = {**record.run, "status": "in_progress", "started_at": record.run["started_at"] or now()}
+            if not run_rows.save(conn, self.project, started, expect="queued"):
+                return None, None
+            queued = record.run
+        self.run = started
         thread_id = started["thread_id"]
         context = RunContext(
             messages=run_rows.thread_messages(conn, self.project, thread_id),
-            steps=run_rows.steps_of(conn, self.project, self.run_id),
+            steps=[s for s in run_rows.steps_of(conn, self.project, self.run_id) if in_context(s)],
             thread=rows.get(conn, rows.THREADS, self.project, thread_id) or {"id": thread_id},
             assistant=rows.get(conn, rows.ASSISTANTS, self.project, started["assistant_id"]) or {},
         )
@@ -246,6 +251,10 @@ class RunExecutor:
 
             await self.db.write(done)
             self.emit("thread.run.step.completed", step)
+        elif isinstance(event, EffectsStarting):
+            run, state = self.run, self.state.to_json()
+            # A cancel meanwhile leaves the stored status alone; the cancel poll then stops the call.
+            await self.db.write(lambda c: run_rows.save(c, self.project, run, state, expect="in_progress"))
         elif isinstance(event, RequiresAction):
             await self._requires_action(event)
             return True
@@ -343,6 +352,25 @@ class RunExecutor:
         self.emit("thread.run.requires_action", run)
 
     # --- the end ------------------------------------------------------------------------------
+
+    async def _hand_over(self) -> None:
+        """The server is stopping: store what was streamed and give the lease back, so another server (or
+        this one, restarted) takes the run over at once instead of failing it."""
+        pending, _ = self.loop.unfinished() if self.loop is not None else (None, None)
+        self._forget_message()
+        leases = self.engine.leases
+
+        def tx(conn: Conn) -> None:
+            if pending is not None:
+                rows.replace(conn, rows.MESSAGES, self.project, pending)  # still open: the taker closes it
+            leases.release(conn, [self.run_id], attempt=False)
+
+        try:
+            await self._flush(tx)
+        except Exception:
+            log.exception("run %s could not be handed over; its lease will lapse", self.run_id)
+            return
+        log.info("run handed over run_id=%s", self.run_id)
 
     async def _end(self, finished: RunFinished) -> None:
         self.ending = True

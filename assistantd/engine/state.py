@@ -34,6 +34,8 @@ class RunState:
     links: dict[str, str] = field(default_factory=dict)  # "sandbox:/mnt/data/<name>" -> file id
     images: list[str] = field(default_factory=list)  # image file ids for the next message
     pending_step_id: str | None = None  # the tool step waiting for the client's outputs
+    in_flight: list[str] = field(default_factory=list)  # tools with effects running now (stored before they run)
+    takeovers: int = 0  # times a server took the run over after its executing server died
     other: dict[str, Any] = field(default_factory=dict)  # keys written by another version
 
     @classmethod
@@ -50,6 +52,8 @@ class RunState:
             "links": dict(data.pop("links", None) or {}),
             "images": list(data.pop("images", None) or []),
             "pending_step_id": data.pop("pending_step_id", None),
+            "in_flight": list(data.pop("in_flight", None) or []),
+            "takeovers": int(data.pop("takeovers", 0) or 0),
         }
         return cls(
             **known,
@@ -80,6 +84,10 @@ class RunState:
                 out[key] = getattr(self, key)
         if self.pending_step_id is not None:
             out["pending_step_id"] = self.pending_step_id
+        if self.in_flight:
+            out["in_flight"] = self.in_flight
+        if self.takeovers:
+            out["takeovers"] = self.takeovers
         return out
 
     def add_usage(self, usage: Usage | None) -> None:

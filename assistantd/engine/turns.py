@@ -21,6 +21,7 @@ from assistantd.engine import context
 from assistantd.engine.annotations import StreamAnnotator
 from assistantd.engine.events import (
     ContentAdded,
+    EffectsStarting,
     Event,
     MessageClosed,
     MessageOpened,
@@ -424,6 +425,9 @@ class TurnLoop:
         if problem is not None:
             outcome = tool.rejected(self.run, problem)
         else:
+            if not tool.repeatable:
+                self.state.in_flight.append(tool.type)
+                yield EffectsStarting(tool.type)  # stored before the call runs
             partials: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             ctx = ToolContext(
                 project=self.project,
@@ -449,6 +453,8 @@ class TurnLoop:
                 outcome = task.result()
             finally:
                 task.cancel()
+            if not tool.repeatable:
+                self.state.in_flight.remove(tool.type)  # stored with the step that records the call
         self.state.citations.update(outcome.citations)
         self.state.links.update(outcome.files)
         self.state.images.extend(outcome.images)

@@ -59,7 +59,8 @@ class ObservedTool(BuiltinTool):
 def observe_tools(tools: Mapping[str, BuiltinTool]) -> dict[str, BuiltinTool]:
     observed: dict[str, BuiltinTool] = {}
     for name, tool in tools.items():
-        cls = type(f"Observed{type(tool).__name__}", (ObservedTool,), {"type": tool.type})
+        attributes = {"type": tool.type, "repeatable": tool.repeatable}
+        cls = type(f"Observed{type(tool).__name__}", (ObservedTool,), attributes)
         observed[name] = cls(tool)
     return observed
 

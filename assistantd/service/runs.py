@@ -110,9 +110,8 @@ class RunService:
         active = run_rows.active_run_id(conn, run["thread_id"])
         if active is not None:
             raise _locked(run["thread_id"], active)
-        run_rows.insert(
-            conn, project, run, state, lease_owner=self.engine.instance_id, lease_until=self.engine.lease_until()
-        )
+        run_rows.insert(conn, project, run, state, lease_owner=None, lease_until=None)
+        self.engine.leases.take(conn, run["id"])  # held from its first commit: no reaper sees it unowned
 
     async def _lock_lost(self, thread_id: str) -> InvalidRequest:
         """A concurrent create won the race for the thread between our check and our insert."""
@@ -272,7 +271,7 @@ class RunService:
             run.update(status="queued", required_action=None)
             state.pending_step_id = None
             run_rows.save(conn, project, run, state.to_json())
-            run_rows.claim(conn, run_id, self.engine.instance_id, self.engine.lease_until())
+            self.engine.leases.take(conn, run_id)
             return run, step, list(state.include)
 
         run, step, include = await self.db.write(tx)

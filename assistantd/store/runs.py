@@ -102,25 +102,26 @@ def save(
     return conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE {where}", params) > 0
 
 
-def claim(conn: Conn, run_id: str, owner: str, until: float) -> None:
-    conn.execute("UPDATE runs SET lease_owner = ?, lease_until = ? WHERE id = ?", (owner, until, run_id))
-
-
-def renew(conn: Conn, run_ids: list[str], owner: str, until: float) -> None:
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
-        marks = ", ".join("?" for _ in chunk)
-        conn.execute(
-            f"UPDATE runs SET lease_until = ? WHERE lease_owner = ? AND id IN ({marks})", [until, owner, *chunk]
-        )
-
-
 def statuses(conn: Conn, run_ids: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for start in range(0, len(run_ids), 500):
         chunk = run_ids[start : start + 500]
         marks = ", ".join("?" for _ in chunk)
         out.update(dict(conn.fetchall(f"SELECT id, status FROM runs WHERE id IN ({marks})", chunk)))
+    return out
+
+
+def held_elsewhere(conn: Conn, run_ids: list[str], owner: str) -> set[str]:
+    """Which of ``run_ids`` another server holds now (took over after our lease lapsed)."""
+    out: set[str] = set()
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        rows_ = conn.fetchall(
+            f"SELECT id FROM runs WHERE id IN ({marks}) AND lease_owner IS NOT NULL AND lease_owner <> ?",
+            [*chunk, owner],
+        )
+        out.update(r[0] for r in rows_)
     return out
 
 

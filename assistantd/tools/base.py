@@ -47,6 +47,9 @@ class ToolOutcome:
 
 class BuiltinTool(abc.ABC):
     type: ClassVar[str]  # the tool type in the API; also the function name the model calls
+    # False for a tool whose call may have effects beyond its answer (the code interpreter writes files,
+    # may call out of its kernel state): a run interrupted while it runs is never resumed by repeating it.
+    repeatable: ClassVar[bool] = True
 
     @abc.abstractmethod
     def definition(self, tool: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,11 @@ delete on any replica leaves no bytes in the database nor in any data dir.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +21,7 @@ import pytest
 
 from .remote import E2E_MARKS
 from .replicas import ReplicaSet, StartReplicas
-from .runs_support import ScriptedUpstream, new_model, wait_for
+from .runs_support import ScriptedUpstream, new_model, wait_for, wait_status
 
 pytestmark = E2E_MARKS
 
@@ -148,3 +151,178 @@ def test_files_outlive_the_replica_that_received_them(replica_sets: StartReplica
     assert rs.client(1).files.content(uploaded.id).read() == data
     assert rs.client(1).files.delete(uploaded.id).deleted is True
     assert _blob_rows(rs, uploaded.id) == []
+
+
+# --- a replica dies: its runs are taken over by the others ---------------------------------------
+
+TAKEOVER_FLAGS = ["--run-lease-seconds", "3", "--reap-interval-seconds", "0.3", "--stream-save-seconds", "0.05"]
+STOCK = {
+    "type": "function",
+    "function": {"name": "CheckStock", "parameters": {"type": "object", "properties": {}}},
+}
+STOCK_CALL = {"tool_calls": [{"name": "CheckStock", "arguments": "{}"}]}
+ACTIVE = ("queued", "in_progress", "requires_action", "cancelling")
+
+
+def _saved_text(rs: ReplicaSet, run_id: str) -> str:
+    rows = rs.sql("SELECT data FROM messages WHERE run_id = %s ORDER BY seq", (run_id,))
+    content = json.loads(rows[-1][0])["content"] if rows else []
+    return str(content[0]["text"]["value"]) if content else ""
+
+
+def _step_shapes(client: Any, thread_id: str, run_id: str) -> list[tuple[str, str]]:
+    listed = client.beta.threads.runs.steps.list(run_id, thread_id=thread_id, order="asc").data
+    return [(s.type, s.status) for s in listed]
+
+
+def test_a_killed_replicas_runs_finish_on_the_survivors(
+    replica_sets: StartReplicas, upstream: ScriptedUpstream
+) -> None:
+    rs = replica_sets(count=3, flags=lambda i: TAKEOVER_FLAGS)
+    doomed = rs.client(0, timeout=120.0)
+    models = {name: new_model() for name in ("streaming", "tools", "waiting", "queued", "code")}
+    upstream.script(models["streaming"], {"chunks": ["Streamed", " until", " the", " kill"], "hold": True},
+                    {"text": "and finished elsewhere."})  # fmt: skip
+    upstream.script(models["tools"], STOCK_CALL, {"chunks": ["Stock", " is", " low"], "hold": True},
+                    {"text": "so reorder."})  # fmt: skip
+    upstream.script(models["waiting"], STOCK_CALL, {"text": "thanks for the output."})
+    upstream.script(models["queued"], STOCK_CALL, {"text": "ran on a survivor."})
+    upstream.script(models["code"], _code_call("import time\ntime.sleep(30)\n"), {"text": "never asked"})
+    runs: dict[str, tuple[str, str]] = {}  # name -> (thread id, run id)
+
+    def create(name: str, **kwargs: Any) -> tuple[str, str]:
+        assistant = doomed.beta.assistants.create(model=models[name], **kwargs)
+        thread = doomed.beta.threads.create(messages=[{"role": "user", "content": f"the {name} run"}])
+        run = doomed.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+        runs[name] = (thread.id, run.id)
+        return runs[name]
+
+    def wait_state(name: str, status: str) -> Any:
+        thread_id, run_id = runs[name]
+        return wait_status(doomed, thread_id, run_id, status, "completed", "failed", "cancelled", "expired")
+
+    # Streaming: a client follows it on the doomed replica, the model held after its first words.
+    assistant = doomed.beta.assistants.create(model=models["streaming"])
+    thread = doomed.beta.threads.create(messages=[{"role": "user", "content": "the streaming run"}])
+    manager = doomed.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id)
+    stream = manager.__enter__()
+    events = iter(stream)
+    while next(events).event != "thread.message.delta":
+        pass
+    assert stream.current_run is not None
+    runs["streaming"] = (thread.id, stream.current_run.id)
+
+    # Tool-calling: the function's output submitted, the answer held mid-way.
+    thread_id, run_id = create("tools", tools=[STOCK])
+    call = wait_state("tools", "requires_action").required_action.submit_tool_outputs.tool_calls[0]
+    doomed.beta.threads.runs.submit_tool_outputs(
+        run_id, thread_id=thread_id, tool_outputs=[{"tool_call_id": call.id, "output": "3 left"}]
+    )
+    # Waiting for outputs when the replica dies.
+    create("waiting", tools=[STOCK])
+    wait_state("waiting", "requires_action")
+    # Queued: outputs committed (the run back to queued, leased by the doomed replica), not yet executed.
+    thread_id, run_id = create("queued", tools=[STOCK])
+    waiting = wait_state("queued", "requires_action")
+    queued_call = waiting.required_action.submit_tool_outputs.tool_calls[0]
+    # Code interpreter executing: a call with effects in flight.
+    create("code", tools=[{"type": "code_interpreter"}])
+
+    for name in ("streaming", "tools"):
+        wait_for(f"the {name} run's first words saved", lambda n=name: _saved_text(rs, runs[n][1]) or None)
+    wait_for(
+        "the code interpreter call in flight",
+        lambda: rs.sql("SELECT state FROM runs WHERE id = %s", (runs["code"][1],))[0][0].find("in_flight") >= 0 or None,
+    )
+    ((owner, until),) = rs.sql("SELECT lease_owner, lease_until FROM runs WHERE id = %s", (runs["tools"][1],))
+    (step,) = doomed.beta.threads.runs.steps.list(runs["queued"][1], thread_id=runs["queued"][0]).data
+    details = step.model_dump()
+    details["step_details"]["tool_calls"][0]["function"]["output"] = "7 left"
+    details.update(status="completed", completed_at=details["created_at"])
+    ((data, state),) = rs.sql("SELECT data, state FROM runs WHERE id = %s", (runs["queued"][1],))
+    rs.sql("UPDATE run_steps SET data = %s WHERE id = %s RETURNING id", (json.dumps(details), step.id))
+    rs.sql(
+        "UPDATE runs SET status = 'queued', data = %s, state = %s, lease_owner = %s, lease_until = %s "
+        "WHERE id = %s RETURNING id",
+        (
+            json.dumps({**json.loads(data), "status": "queued", "required_action": None}),
+            json.dumps({**json.loads(state), "pending_step_id": None}),
+            owner,
+            until,
+            runs["queued"][1],
+        ),
+    )
+
+    rs.kill(0)
+    try:
+        _check_taken_over(rs, upstream, models, runs, events, manager, queued_call)
+    finally:
+        _unmount_left_behind(rs.servers[0].data_dir)
+
+
+def _unmount_left_behind(root: Path) -> None:
+    """A server killed outright leaves its code interpreter mounts (the next server on its data dir sweeps
+    them, but this one never starts again): detach them, or removing the test's folders fails."""
+    with open("/proc/mounts") as mounts:
+        targets = [line.split()[1] for line in mounts if line.split()[1].startswith(str(root))]
+    for target in sorted(targets, key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False)
+
+
+def _check_taken_over(
+    rs: ReplicaSet,
+    upstream: ScriptedUpstream,
+    models: dict[str, str],
+    runs: dict[str, tuple[str, str]],
+    events: Any,
+    manager: Any,
+    queued_call: Any,
+) -> None:
+    # The streaming client loses its connection (the error is its HTTP library's, whichever the SDK uses).
+    with pytest.raises(Exception, match=r"closed|incomplete|reset|Connection"):
+        for _ in events:
+            pass
+    with contextlib.suppress(Exception):
+        manager.__exit__(None, None, None)
+
+    survivor = rs.client(1, timeout=120.0)
+    done = {}
+    for name in ("streaming", "tools", "queued", "code"):
+        thread_id, run_id = runs[name]
+        done[name] = wait_status(survivor, thread_id, run_id)
+    for name in ("streaming", "tools", "queued"):
+        assert done[name].status == "completed", (name, done[name].last_error)
+    assert done["code"].status == "failed"
+    assert "code_interpreter call was running" in done["code"].last_error.message  # type: ignore[union-attr]
+
+    waiting_thread, waiting_run = runs["waiting"]
+    still = survivor.beta.threads.runs.retrieve(waiting_run, thread_id=waiting_thread)
+    assert still.status == "requires_action"
+    call = still.required_action.submit_tool_outputs.tool_calls[0]  # type: ignore[union-attr]
+    rs.client(2).beta.threads.runs.submit_tool_outputs(
+        waiting_run, thread_id=waiting_thread, tool_outputs=[{"tool_call_id": call.id, "output": "9 left"}]
+    )
+    assert wait_status(survivor, waiting_thread, waiting_run).status == "completed"
+
+    # Nothing asked of the model twice but the one call each kill cut; no step run twice.
+    sent = {name: len(upstream.requests(model)) for name, model in models.items()}
+    assert sent == {"streaming": 2, "tools": 3, "waiting": 2, "queued": 2, "code": 1}
+    last = upstream.requests(models["queued"])[1]["messages"][-1]
+    assert last == {"role": "tool", "tool_call_id": queued_call.id, "content": "7 left"}
+    shapes = {name: _step_shapes(survivor, *runs[name]) for name in runs}
+    assert shapes == {
+        "streaming": [("message_creation", "completed")] * 2,
+        "tools": [("tool_calls", "completed"), ("message_creation", "completed"), ("message_creation", "completed")],
+        "waiting": [("tool_calls", "completed"), ("message_creation", "completed")],
+        "queued": [("tool_calls", "completed"), ("message_creation", "completed")],
+        "code": [("tool_calls", "failed")],
+    }
+    cut, resumed = survivor.beta.threads.messages.list(runs["streaming"][0], order="asc").data[1:]
+    assert (cut.status, cut.content[0].text.value) == ("incomplete", "Streamed")  # type: ignore[union-attr]
+    assert resumed.content[0].text.value == "and finished elsewhere."  # type: ignore[union-attr]
+    assert rs.sql("SELECT count(*) FROM runs WHERE status = ANY(%s)", (list(ACTIVE),)) == [(0,)]
+    taken = "".join(rs.servers[i].log_text() for i in (1, 2))
+    for name in ("streaming", "tools", "queued", "code"):
+        assert f"run_id={runs[name][1]}" in taken, name
+    for model in (models["streaming"], models["tools"]):
+        upstream.release(model)

@@ -1,9 +1,10 @@
 """Runs outlive their clients and their servers.
 
 Two servers on one PostgreSQL database share runs: a run started on one is read, listed and
-cancelled through the other, and a server killed with SIGKILL mid-run has its run ended by the
-other's reaper once the lease lapses. On SQLite, the restarted server ends it at start-up. A client
-that goes away mid-stream does not stop its run.
+cancelled through the other, and a server killed with SIGKILL mid-run has its run taken over by the
+other once the lease lapses: it resumes from its last completed step, nothing completed is asked of
+the model again. On SQLite, the restarted server takes it over at start-up. A client that goes away
+mid-stream does not stop its run.
 """
 
 from __future__ import annotations
@@ -82,8 +83,11 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 
 
 def start_held_run(client: openai.OpenAI, upstream: ScriptedUpstream, model: str) -> tuple[str, str, str]:
-    """A run that called a function, got its output, and is now held mid-answer: (thread, run, call)."""
-    upstream.script(model, STOCK_CALL, {"chunks": ["Oat", " milk", " is", " out"], "hold": True})
+    """A run that called a function, got its output, and is now held mid-answer: (thread, run, call).
+    The model's next turn (the run taken over) answers "and nothing else"."""
+    upstream.script(
+        model, STOCK_CALL, {"chunks": ["Oat", " milk", " is", " out"], "hold": True}, {"text": "and nothing else."}
+    )
     assistant = make_assistant(client, model, tools=FUNCTION_TOOLS)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "What is out of stock?"}])
     run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id, poll_interval_ms=50)
@@ -103,24 +107,27 @@ def start_held_run(client: openai.OpenAI, upstream: ScriptedUpstream, model: str
     return thread.id, run.id, call.id
 
 
-def check_ended_mid_answer(
-    client: openai.OpenAI, thread_id: str, run_id: str, call_id: str
+def check_resumed_mid_answer(
+    client: openai.OpenAI, upstream: ScriptedUpstream, model: str, thread_id: str, run_id: str, call_id: str
 ) -> openai.types.beta.threads.Run:
-    """The run failed, saying why; what was written before the server died is all there."""
+    """The run was taken over and finished: the tool step is not run again, the interrupted message is
+    closed with the words saved before the kill, and the model continued from them, asked once more."""
     run = wait_status(client, thread_id, run_id)
-    assert run.status == "failed" and run.failed_at is not None
-    assert run.last_error is not None and run.last_error.code == "server_error"
-    assert "stopped before the run finished" in run.last_error.message
-    tool_step, message_step = client.beta.threads.runs.steps.list(run_id, thread_id=thread_id, order="asc").data
+    assert run.status == "completed", run.last_error
+    assert run.last_error is None and run.failed_at is None
+    tool_step, cut_step, next_step = client.beta.threads.runs.steps.list(run_id, thread_id=thread_id, order="asc").data
     assert (tool_step.type, tool_step.status) == ("tool_calls", "completed")
     (call,) = tool_step.step_details.tool_calls  # type: ignore[union-attr]
     assert (call.id, call.function.output) == (call_id, "oat milk")  # type: ignore[union-attr]
-    assert (message_step.type, message_step.status) == ("message_creation", "failed")
-    assert message_step.last_error is not None and message_step.last_error.code == "server_error"
-    (message,) = client.beta.threads.messages.list(thread_id, run_id=run_id).data
-    assert message.status == "incomplete" and message.incomplete_details.reason == "run_failed"  # type: ignore[union-attr]
-    assert message.id == message_step.step_details.message_creation.message_id  # type: ignore[union-attr]
-    assert message.content[0].text.value == "Oat"  # type: ignore[union-attr]  # streamed before the kill
+    assert [(s.type, s.status) for s in (cut_step, next_step)] == [("message_creation", "completed")] * 2
+    cut, rest = client.beta.threads.messages.list(thread_id, run_id=run_id, order="asc").data
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "run_failed"  # type: ignore[union-attr]
+    assert cut.content[0].text.value == "Oat"  # type: ignore[union-attr]  # streamed before the kill
+    assert rest.status == "completed" and rest.content[0].text.value == "and nothing else."  # type: ignore[union-attr]
+    sent = upstream.requests(model)
+    assert len(sent) == 3  # the function call, the answer cut by the kill, the answer resumed: none twice
+    assert sent[2]["messages"][: len(sent[1]["messages"])] == sent[1]["messages"]
+    assert [m["role"] for m in sent[2]["messages"][len(sent[1]["messages"]) :]] == ["assistant"]
     return run
 
 
@@ -178,11 +185,11 @@ def test_two_servers_on_one_postgres_share_runs_and_survive_a_kill(
             assert stream.get_final_run().status == "completed"
         assert on_a.beta.threads.runs.retrieve(waiting.id, thread_id=thread.id).status == "completed"
 
-        # A dies mid-answer (SIGKILL); B's reaper ends the run once A's lease lapses.
+        # A dies mid-answer (SIGKILL); B takes the run over once A's lease lapses and finishes it.
         model = new_model()
         thread_id, run_id, call_id = start_held_run(on_a, upstream, model)
         servers.kill(a)
-        check_ended_mid_answer(on_b, thread_id, run_id, call_id)
+        check_resumed_mid_answer(on_b, upstream, model, thread_id, run_id, call_id)
         upstream.release(model)
 
         # The thread is usable again, through the surviving server.
@@ -194,10 +201,10 @@ def test_two_servers_on_one_postgres_share_runs_and_survive_a_kill(
         )
         assert again.status == "completed"
         assert on_b.beta.threads.messages.list(thread_id).data[0].content[0].text.value == "back in business"  # type: ignore[union-attr]
-    assert "orphaned run ended" in b.log_text() and run_id in b.log_text()
+    assert f"run taken over run_id={run_id} status=in_progress" in b.log_text()
 
 
-def test_sqlite_server_killed_mid_run_ends_the_run_when_restarted(servers: Servers, upstream: ScriptedUpstream) -> None:
+def test_sqlite_server_killed_mid_run_finishes_it_when_restarted(servers: Servers, upstream: ScriptedUpstream) -> None:
     server = servers.start("solo", extra_args=server_flags(upstream))
     model = new_model()
     with make_client(server, KEY_A) as client:
@@ -208,9 +215,8 @@ def test_sqlite_server_killed_mid_run_ends_the_run_when_restarted(servers: Serve
 
     servers.restart(server)  # same data dir
     with make_client(server, KEY_A) as client:
-        # Ended at start-up, before the first request: no lease to wait for with one process.
-        assert client.beta.threads.runs.retrieve(run_id, thread_id=thread_id).status == "failed"
-        check_ended_mid_answer(client, thread_id, run_id, call_id)
+        # Taken over at start-up: no lease to wait for with one process.
+        check_resumed_mid_answer(client, upstream, model, thread_id, run_id, call_id)
         upstream.script(model, {"text": "restarted"})
         again = client.beta.threads.runs.create_and_poll(
             thread_id=thread_id, assistant_id=assistant_id, poll_interval_ms=50

@@ -32,6 +32,7 @@ def _input_file_ids(ctx: ToolContext) -> list[str]:
 
 class CodeInterpreterTool(BuiltinTool):
     type = "code_interpreter"
+    repeatable = False  # an execution changes its session's files and kernel state
 
     def __init__(self, interpreter: CodeInterpreter, db: Database, blobs: BlobStore, *, max_file_bytes: int) -> None:
         self.interpreter = interpreter
