@@ -6,16 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import httpx
 import pytest
+import uvloop
 
 from assistantd.llm.base import ChatRequest, Finish, TextDelta, UpstreamError
 from assistantd.llm.http_stream import StreamClient, usable_for
 from assistantd.llm.openai_compat import OpenAICompatModel
 
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
 Answer = Callable[[int], list[bytes]]  # request number (0, 1, ...) -> byte pieces to send, then close if empty
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """Each test on both event loops: the server runs on uvloop, whose transports differ from asyncio's."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
+
+    def run(coro: Coroutine[Any, Any, Any]) -> Any:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coro)
+
+    return run
 
 
 class RawServer:
@@ -97,7 +112,7 @@ def _text(events: Sequence[object]) -> str:
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
 
-def test_a_chunked_stream_is_read_and_the_connection_kept_for_the_next_call() -> None:
+def test_a_chunked_stream_is_read_and_the_connection_kept_for_the_next_call(run: Run) -> None:
     async def go() -> None:
         server = RawServer(lambda n: _chunked(_sse("Hel", "lo", f" {n}"), end_apart=False))
         async with server as url:
@@ -115,10 +130,10 @@ def test_a_chunked_stream_is_read_and_the_connection_kept_for_the_next_call() ->
         assert b"Authorization: Bearer sekrit\r\n" in head and b"Content-Type: application/json\r\n" in head
         assert json.loads(body)["messages"] == [{"role": "user", "content": "hi"}]
 
-    asyncio.run(go())
+    run(go())
 
 
-def test_a_connection_whose_body_ends_after_done_is_pooled_when_it_ends() -> None:
+def test_a_connection_whose_body_ends_after_done_is_pooled_when_it_ends(run: Run) -> None:
     # The adapter stops reading at [DONE]; the body's last chunk comes 10 ms later.
     async def go() -> None:
         server = RawServer(lambda n: _chunked(_sse(f"call{n}")))
@@ -138,7 +153,7 @@ def test_a_connection_whose_body_ends_after_done_is_pooled_when_it_ends() -> Non
                 await client.aclose()
         assert server.connections == 1
 
-    asyncio.run(go())
+    run(go())
 
 
 @pytest.mark.parametrize(
@@ -148,7 +163,7 @@ def test_a_connection_whose_body_ends_after_done_is_pooled_when_it_ends() -> Non
         "until-close",  # no length, no chunking: the body ends with the connection
     ],
 )
-def test_bodies_delimited_by_length_or_by_closing_are_read_whole(framing: str) -> None:
+def test_bodies_delimited_by_length_or_by_closing_are_read_whole(framing: str, run: Run) -> None:
     body = b"".join(_sse("a", "b", "c"))
     if framing == "content-length":
         head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(body)
@@ -161,10 +176,10 @@ def test_bodies_delimited_by_length_or_by_closing_are_read_whole(framing: str) -
         async with RawServer(lambda n: answer) as url:
             return await _events(url)
 
-    assert _text(asyncio.run(go())) == "abc"
+    assert _text(run(go())) == "abc"
 
 
-def test_a_connection_that_breaks_mid_stream_is_a_broken_answer() -> None:
+def test_a_connection_that_breaks_mid_stream_is_a_broken_answer(run: Run) -> None:
     pieces = [*_chunked(_sse("partial", "never"))[:2], b""]  # headers, one event, then the socket closes
 
     async def go() -> None:
@@ -172,10 +187,10 @@ def test_a_connection_that_breaks_mid_stream_is_a_broken_answer() -> None:
             await _events(url)
 
     with pytest.raises(UpstreamError, match="broke off its answer: RemoteProtocolError"):
-        asyncio.run(go())
+        run(go())
 
 
-def test_an_idle_connection_the_upstream_closed_is_not_reused() -> None:
+def test_an_idle_connection_the_upstream_closed_is_not_reused(run: Run) -> None:
     # The upstream answers and closes (keep-alive refused after the fact): the next call connects anew.
     async def go() -> None:
         server = RawServer(lambda n: [*_chunked(_sse(f"call{n}")), b""])
@@ -191,10 +206,10 @@ def test_an_idle_connection_the_upstream_closed_is_not_reused() -> None:
                 await client.aclose()
         assert server.connections == 2
 
-    asyncio.run(go())
+    run(go())
 
 
-def test_an_error_status_is_read_with_its_message() -> None:
+def test_an_error_status_is_read_with_its_message(run: Run) -> None:
     error = json.dumps({"error": {"message": "model m does not exist"}}).encode()
     head = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(error)
 
@@ -203,7 +218,7 @@ def test_an_error_status_is_read_with_its_message() -> None:
             await _events(url)
 
     with pytest.raises(UpstreamError, match="answered 404: model m does not exist"):
-        asyncio.run(go())
+        run(go())
 
 
 def test_proxied_or_unusual_base_urls_go_through_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
