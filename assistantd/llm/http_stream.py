@@ -131,6 +131,8 @@ class _Connection(asyncio.Protocol):
             else:
                 self._fail(httpx.ReadError(str(exc) or type(exc).__name__))
         self._wake()
+        if self.on_complete is not None:  # lingering after use (StreamClient._linger): its slot is free now
+            self.on_complete()
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
