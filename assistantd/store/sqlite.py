@@ -29,8 +29,10 @@ log = logging.getLogger("assistantd.sqlite")
 
 # How often the checkpoint thread copies the WAL back into the database file, and the WAL size in
 # pages at which the writer checkpoints itself (which is what lets the WAL start over: a background
-# checkpoint never finishes while writes keep coming).
-CHECKPOINT_SECONDS = 0.2
+# checkpoint never finishes while writes keep coming). Once a second rather than five times: a page
+# rewritten many times in between (the runs table's, its indexes') is copied and synced once
+# (bench/README.md, run_bench at 1,000 streams).
+CHECKPOINT_SECONDS = 1.0
 # Writes queued together are committed together (group commit), each in its own savepoint, so one
 # that fails is undone alone. A commit writes every page a transaction touched to the WAL (and the
 # checkpoint copies it again), so 50 runs' small writes in one transaction cost the shared pages of
