@@ -26,6 +26,7 @@ FUNCTION_TOOLS: list[Any] = [
                                                      "required": ["day"]}}},
 ]  # fmt: skip
 FORCE_STOCK: Any = {"type": "function", "function": {"name": "CheckOutOfStock"}}
+INCLUDE: Any = "step_details.tool_calls[*].file_search.results[*].content"
 
 
 def client_for(servers: RealServers) -> openai.OpenAI:
@@ -377,6 +378,73 @@ def usage_estimate(servers: RealServers) -> str:
             f"{real_c} ({est_c / real_c:.2f}x); prompts: local {est_p} vs {real_p} ({est_p / real_p:.2f}x)")
 
 
+class _SearchHandler(AssistantEventHandler):
+    """Keeps every text delta with its annotations, and the streamed step details."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deltas: list[Any] = []
+        self.step_calls: list[Any] = []
+
+    def on_text_delta(self, delta: Any, snapshot: Any) -> None:
+        self.deltas.append(delta)
+
+    def on_run_step_done(self, run_step: Any) -> None:
+        if run_step.type == "tool_calls":
+            self.step_calls += run_step.step_details.tool_calls
+
+
+def file_search_streamed(servers: RealServers) -> str:
+    """A streamed file search run (forced: a small model rarely calls the tool by itself): the step's
+    results carry chunk text only when include[] asks for it (at create, and on steps list/retrieve
+    afterwards), every text delta has a string value (an annotation rides on the delta with its marker
+    text), and the stored message with its annotations equals what was streamed."""
+    client = client_for(servers)
+    notes = ("Opening hours of the Xi Pho Coffee shop: Monday to Friday 7am to 6pm, Saturday 8am to 4pm, "
+             "closed on Sunday. The cold brew is made fresh every morning at 6am.\n")
+    uploaded = client.files.create(file=("hours.txt", notes.encode()), purpose="assistants")
+    stores: Any = getattr(client, "vector_stores", None) or client.beta.vector_stores  # type: ignore[attr-defined]
+    store = stores.create(name="shop", file_ids=[uploaded.id])
+    assistant = client.beta.assistants.create(
+        model="gpt-4o", tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+        instructions="Answer from the files. Cite each result you use with its marker, e.g. 【0:0†hours.txt】.",
+    )  # fmt: skip
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "When does the shop open on Saturday?"}])
+    handler = _SearchHandler()
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler,
+                                         tool_choice={"type": "file_search"}, include=[INCLUDE]) as stream:
+        stream.until_done()
+        run = stream.get_final_run()
+    _done(run)
+    searches = [c for c in handler.step_calls if c.type == "file_search"]
+    assert searches, f"no file_search call streamed (tool calls {[c.type for c in handler.step_calls]})"
+    streamed = searches[0].file_search.results or []
+    assert streamed and all(r.content for r in streamed), "include[] at create: streamed results lack content"
+    assert all(isinstance(d.value, str) for d in handler.deltas), "a text delta had value None"
+    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+    text = message.content[0].text  # type: ignore[union-attr]
+    assert text.value == "".join(d.value for d in handler.deltas), "stored message differs from the streamed deltas"
+    streamed_notes = [(a.start_index, a.end_index, a.text) for d in handler.deltas for a in d.annotations or []]
+    stored_notes = [(a.start_index, a.end_index, a.text) for a in text.annotations]
+    assert streamed_notes == stored_notes, f"annotations streamed {streamed_notes} but stored {stored_notes}"
+    for delta in handler.deltas:
+        for note in delta.annotations or []:
+            assert note.text in delta.value, f"annotation {note.text!r} not on the delta carrying it ({delta.value!r})"
+    plain = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data
+    step = next(s for s in plain if s.type == "tool_calls")
+    bare = step.step_details.tool_calls[0].file_search.results or []  # type: ignore[union-attr]
+    assert bare and not any(r.content for r in bare), "steps.list without include[] returned chunk content"
+    listed = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, include=[INCLUDE]).data
+    full = next(s for s in listed if s.type == "tool_calls").step_details.tool_calls[0].file_search.results  # type: ignore[union-attr]
+    assert full and all(r.content for r in full), "steps.list with include[] lacks content"
+    got = client.beta.threads.runs.steps.retrieve(step.id, thread_id=thread.id, run_id=run.id, include=[INCLUDE])
+    kept = got.step_details.tool_calls[0].file_search.results  # type: ignore[union-attr]
+    assert kept and kept[0].content and "Saturday" in (kept[0].content[0].text or ""), "retrieve lacks content"
+    return (f"{len(streamed)} result(s) with content at create, none without include[], content on list/retrieve "
+            f"with include[]; {len(handler.deltas)} deltas, {len(stored_notes)} annotation(s) = stored; {_usage(run)}")
+
+
 FLOWS: list[tuple[str, Callable[[RealServers], str]]] = [
     ("seed 000 math tutor (poll, create_and_poll, stream)", seed_000_math_tutor),
     ("seed 001 streamed run, steps, messages", seed_001_steps_and_messages),
@@ -384,6 +452,7 @@ FLOWS: list[tuple[str, Callable[[RealServers], str]]] = [
     ("seed 003 async o3 poll loop + retrieval", seed_003_async_o3_poll_loop),
     ("seed 004 streamed functions + submit(stream)", seed_004_functions_streamed),
     ("streaming events and deltas", streaming_events),
+    ("file search streamed, include[], annotations", file_search_streamed),
     ("function round trip (polled)", function_round_trip_polled),
     ("truncation on a 1024-token window", truncation_small_window),
     ("budgets (max_completion/prompt_tokens)", budgets),
