@@ -42,6 +42,8 @@ from assistantd.llm.base import ChatModel, ChatRequest, UpstreamError
 from assistantd.tools.base import BuiltinTool, ToolContext
 
 MAX_MODEL_CALLS = 32  # a model that keeps calling tools is stopped rather than looping forever
+# Room left for the thread's newest message when the run's own tool rounds are trimmed to fit the window.
+_NEWEST_HISTORY = 64
 
 
 @dataclass
@@ -199,12 +201,17 @@ class TurnLoop:
                 tools.append({"type": "function", "function": tool["function"]})
             elif tool["type"] in self.tools:
                 tools.append(self.tools[tool["type"]].definition(tool))
-        turns = context.run_turns(self.ctx.steps, by_id, state.server_call_dicts())
-        fixed = sum(context.message_tokens(m) for m in [*system, *turns])
+        fixed = sum(context.message_tokens(m) for m in system)
         if tools:
             # The tool definitions take room in the window too (a small window overflows without this).
             fixed += context.message_tokens({"role": "system", "content": orjson.dumps(tools).decode()})
-        budget = self.context_tokens - context.answer_reserve(self.context_tokens) - fixed
+        room = self.context_tokens - context.answer_reserve(self.context_tokens)
+        turns = context.run_turns(self.ctx.steps, by_id, state.server_call_dicts())
+        # The run's own turns come first (they are what the model is answering); the thread's history
+        # gets what they leave, and when they alone overflow the window their oldest tool rounds go.
+        turns = context.fit_turns(turns, room - fixed - _NEWEST_HISTORY)
+        fixed += sum(context.message_tokens(m) for m in turns)
+        budget = room - fixed
         if run.get("max_prompt_tokens"):
             budget = min(budget, run["max_prompt_tokens"] - state.used("prompt_tokens") - fixed)
         history = context.truncate(
