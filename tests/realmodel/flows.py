@@ -56,6 +56,7 @@ class _Handler(AssistantEventHandler):
         self.cancelled = False
         self.deltas: list[Any] = []
         self.tool_types: list[str] = []
+        self.tool_steps = 0
         self.code: list[str] = []
         self.logs: list[str] = []
 
@@ -64,8 +65,15 @@ class _Handler(AssistantEventHandler):
 
     def on_tool_call_created(self, tool_call: Any) -> None:
         self.tool_types.append(tool_call.type)
+
+    def on_run_step_created(self, run_step: Any) -> None:
+        # Counted by step: the SDK's helper announces a call only when its index changes, and each step's
+        # first call has index 0, so on_tool_call_created fires once for a run of one-call steps.
+        if run_step.type != "tool_calls":
+            return
+        self.tool_steps += 1
         run = self.current_run
-        if self.cancel_after_calls and len(self.tool_types) > self.cancel_after_calls and not self.cancelled:
+        if self.cancel_after_calls and self.tool_steps > self.cancel_after_calls and not self.cancelled:
             # A tool forced on every model call is called again and again: stop it rather than wait
             # for the engine's limit of model calls, a minute each on a loaded CPU.
             assert self.client is not None and run is not None
@@ -153,7 +161,7 @@ def seed_002_code_interpreter(servers: RealServers) -> str:
         stream.until_done()
         run = stream.get_final_run()
     assert not handler.cancelled, (
-        f"cancelled after {len(handler.tool_types)} code calls (code ran: {sum(map(len, handler.logs))} chars of "
+        f"cancelled after {handler.tool_steps} code calls (code ran: {sum(map(len, handler.logs))} chars of "
         "logs): the forced tool_choice is sent on every model call, not only the first"
     )
     _done(run)
