@@ -125,8 +125,17 @@ class TurnLoop:
                 message["content"][0]["text"]["annotations"] = self.annotator.annotations
         step = self.tool_step
         if step is not None and not step["step_details"]["tool_calls"]:
-            step["step_details"]["tool_calls"] = _function_details(self.turn.named_calls())
+            step["step_details"]["tool_calls"] = [self._unrun_details(c) for c in self.turn.named_calls()]
         return message, step
+
+    def _unrun_details(self, call: _Call) -> dict[str, Any]:
+        """A call the run ended before running: a server tool's keeps its type (and the input streamed so
+        far), as the step's streamed deltas showed it, rather than passing for a client function."""
+        builtin = self._builtin(call.name)
+        if builtin is None:
+            return _function_details([call])[0]
+        details = {**builtin.first_details(), **(builtin.input_delta(call.arguments, call.arguments) or {})}
+        return {"id": call.id, "type": builtin.type, builtin.type: details}
 
     # --- the loop ---------------------------------------------------------------------------------
 
