@@ -411,10 +411,20 @@ def usage_estimate(servers: RealServers) -> str:
 class _SearchHandler(AssistantEventHandler):
     """Keeps every text delta with its annotations, and the streamed step details."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: openai.OpenAI) -> None:
         super().__init__()
+        self.client = client
         self.deltas: list[Any] = []
         self.step_calls: list[Any] = []
+        self.tool_steps = 0
+        self.cancelled = False
+
+    def on_run_step_created(self, run_step: Any) -> None:
+        self.tool_steps += run_step.type == "tool_calls"
+        run = self.current_run
+        if self.tool_steps > 3 and not self.cancelled and run is not None:
+            self.cancelled = True  # a model searching again and again: see _kept_calling
+            self.client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
 
     def on_text_delta(self, delta: Any, snapshot: Any) -> None:
         self.deltas.append(delta)
@@ -441,36 +451,43 @@ def file_search_streamed(servers: RealServers) -> str:
         instructions="Answer from the files. Cite each result you use with its marker, e.g. 【0:0†hours.txt】.",
     )  # fmt: skip
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "When does the shop open on Saturday?"}])
-    handler = _SearchHandler()
+    handler = _SearchHandler(client)
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler,
                                          tool_choice={"type": "file_search"}, include=[INCLUDE]) as stream:
         stream.until_done()
         run = stream.get_final_run()
-    _done(run)
+    _done(run, "cancelled" if handler.cancelled else "completed")
     searches = [c for c in handler.step_calls if c.type == "file_search"]
     assert searches, f"no file_search call streamed (tool calls {[c.type for c in handler.step_calls]})"
     streamed = searches[0].file_search.results or []
     assert streamed and all(r.content for r in streamed), "include[] at create: streamed results lack content"
     assert all(isinstance(d.value, str) for d in handler.deltas), "a text delta had value None"
-    message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
-    text = message.content[0].text  # type: ignore[union-attr]
-    assert text.value == "".join(d.value for d in handler.deltas), "stored message differs from the streamed deltas"
-    streamed_notes = [(a.start_index, a.end_index, a.text) for d in handler.deltas for a in d.annotations or []]
-    stored_notes = [(a.start_index, a.end_index, a.text) for a in text.annotations]
-    assert streamed_notes == stored_notes, f"annotations streamed {streamed_notes} but stored {stored_notes}"
-    for delta in handler.deltas:
-        for note in delta.annotations or []:
-            assert note.text in delta.value, f"annotation {note.text!r} not on the delta carrying it ({delta.value!r})"
-    plain = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id).data
+    stored_notes: list[Any] = []
+    if not handler.cancelled:
+        message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+        assert message.role == "assistant", "the run completed without an answer"
+        text = message.content[0].text  # type: ignore[union-attr]
+        assert text.value == "".join(d.value for d in handler.deltas), "stored message differs from the deltas"
+        streamed_notes = [(a.start_index, a.end_index, a.text) for d in handler.deltas for a in d.annotations or []]
+        stored_notes = [(a.start_index, a.end_index, a.text) for a in text.annotations]
+        assert streamed_notes == stored_notes, f"annotations streamed {streamed_notes} but stored {stored_notes}"
+        for delta in handler.deltas:
+            for note in delta.annotations or []:
+                assert note.text in delta.value, f"annotation {note.text!r} not on its delta ({delta.value!r})"
+    plain = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
     step = next(s for s in plain if s.type == "tool_calls")
     bare = step.step_details.tool_calls[0].file_search.results or []  # type: ignore[union-attr]
     assert bare and not any(r.content for r in bare), "steps.list without include[] returned chunk content"
-    listed = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, include=[INCLUDE]).data
+    listed = client.beta.threads.runs.steps.list(
+        thread_id=thread.id, run_id=run.id, order="asc", include=[INCLUDE]
+    ).data
     full = next(s for s in listed if s.type == "tool_calls").step_details.tool_calls[0].file_search.results  # type: ignore[union-attr]
     assert full and all(r.content for r in full), "steps.list with include[] lacks content"
     got = client.beta.threads.runs.steps.retrieve(step.id, thread_id=thread.id, run_id=run.id, include=[INCLUDE])
     kept = got.step_details.tool_calls[0].file_search.results  # type: ignore[union-attr]
     assert kept and kept[0].content and "Saturday" in (kept[0].content[0].text or ""), "retrieve lacks content"
+    if handler.cancelled:
+        return f"include[] right at create, list, retrieve; {_kept_calling(plain, 'file_search')}"
     return (f"{len(streamed)} result(s) with content at create, none without include[], content on list/retrieve "
             f"with include[]; {len(handler.deltas)} deltas, {len(stored_notes)} annotation(s) = stored; {_usage(run)}")
 
