@@ -427,6 +427,22 @@ def test_a_run_whose_own_tool_rounds_overflow_a_small_window_drops_its_oldest_ro
     assert answered == calls  # every kept call still has its output, and no output lost its call
 
 
+def test_a_newest_message_over_the_window_fails_with_an_error_that_says_so(
+    make_api: MakeApi, model: FakeChatModel
+) -> None:
+    """The newest message is always sent; when the upstream then fails (llama-cpp-python sends an empty
+    stream), last_error says the prompt is over the window rather than only what the server sent."""
+    api = make_api(chat_model=model, context_tokens=1024)
+    model.script("m", {"error": {"message": "The model provider sent an empty body"}}, {"error": {"message": "x"}})
+    t, run_id = start(api, "m", "word " * 1500)
+    failed = wait_run(api.client, t, run_id, ("failed",))
+    said = failed["last_error"]["message"]
+    assert said.startswith("The model provider sent an empty body (the prompt is about ")
+    assert "more than the 1024-token context window" in said and "context_tokens" in said
+    t, run_id = start(api, "m", "a short question")  # an error on a prompt that fits says nothing more
+    assert wait_run(api.client, t, run_id, ("failed",))["last_error"]["message"] == "x"
+
+
 @pytest.mark.parametrize(
     ("arguments", "said"),
     [

@@ -112,6 +112,7 @@ class TurnLoop:
         self.annotator: StreamAnnotator | None = None
         self._first_delta = True
         self.turn = _Turn()
+        self._prompt_estimate = 0  # the last request's estimated prompt tokens, for an upstream's error
 
     # --- what an interrupted execution leaves open ----------------------------------------------
 
@@ -146,7 +147,15 @@ class TurnLoop:
         except _Stop as stop:
             yield stop.finished
         except UpstreamError as exc:
-            yield RunFinished("failed", last_error={"code": exc.code, "message": exc.message})
+            message = exc.message
+            if self._prompt_estimate > self.context_tokens:
+                # Servers say this in many ways, or not at all (llama-cpp-python's stream is just empty).
+                message += (
+                    f" (the prompt is about {self._prompt_estimate} tokens by estimate, more than the "
+                    f"{self.context_tokens}-token context window: the newest message alone does not fit; "
+                    "shorten it, or raise context_tokens if the model's window is larger)"
+                )
+            yield RunFinished("failed", last_error={"code": exc.code, "message": message})
 
     async def _turns(self) -> AsyncIterator[Event]:
         for _ in range(MAX_MODEL_CALLS):
@@ -226,6 +235,7 @@ class TurnLoop:
         history = context.truncate(
             context.thread_history(self.ctx.messages, run["id"]), run.get("truncation_strategy"), max(budget, 0)
         )
+        self._prompt_estimate = fixed + sum(context.message_tokens(m) for m in history)
         max_tokens = None
         if run.get("max_completion_tokens"):
             max_tokens = run["max_completion_tokens"] - state.used("completion_tokens")

@@ -360,7 +360,8 @@ def budgets(servers: RealServers) -> str:
 
 def context_overflow(servers: RealServers) -> str:
     """One message longer than the window: the newest is always kept, so the server overflows; the run
-    must fail with server_error saying what the server sent (llama-cpp-python: an empty event stream)."""
+    must fail with server_error saying what the server sent (llama-cpp-python: an empty event stream) and
+    that the prompt is over the window."""
     client = client_for(servers)
     assistant = client.beta.assistants.create(model="gpt-4o")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "word " * 1500}])
@@ -368,7 +369,9 @@ def context_overflow(servers: RealServers) -> str:
                                                    poll_interval_ms=200)
     assert run.status == "failed", f"run {run.status}, expected failed"
     assert run.last_error is not None and run.last_error.code == "server_error", run.last_error
-    return f"failed/server_error: {run.last_error.message[:90]}"
+    assert "context window" in run.last_error.message, f"last_error does not name the window: {run.last_error}"
+    said = run.last_error.message
+    return f"failed/server_error: {said[:60]}...{said[said.index(' (the prompt'):][:100]}"
 
 
 def passthrough(servers: RealServers) -> str:
