@@ -29,7 +29,7 @@ ENV_PREFIX = "ASSISTANTD_"
 SECTIONS: dict[str, tuple[str, ...] | None] = {
     "upstreams": (
         "name", "base_url", "api_key", "api_key_env", "models", "timeout", "total_timeout", "merge_roles",
-        "reasoning_models", "stream_with_tools",
+        "reasoning_models", "stream_with_tools", "tool_results_as_user",
     ),
     "aliases": None,
 }

@@ -86,3 +86,18 @@ def test_the_answer_reserve_scales_with_the_window() -> None:
     assert context.answer_reserve(128_000) == 4096
     assert context.answer_reserve(8192) == 2048
     assert 0 < context.answer_reserve(200) <= 100
+
+
+def test_the_runs_oldest_tool_rounds_go_when_its_turns_overflow_the_window() -> None:
+    def round_(i: int) -> list[dict]:
+        call = {"id": f"call_{i}", "type": "function", "function": {"name": "f", "arguments": "a" * 400}}
+        return [{"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": f"call_{i}", "content": "out " * 50}]
+
+    turns = round_(1) + round_(2) + round_(3)
+    per_round = sum(context.message_tokens(m) for m in round_(1))
+    assert context.fit_turns(turns, per_round * 3) == turns  # fits: untouched
+    kept = context.fit_turns(turns, per_round * 2)
+    assert kept == round_(2) + round_(3)  # whole rounds, oldest first, outputs still after their calls
+    assert context.fit_turns(turns, 1) == round_(3)  # the newest round always stays
+    assert context.fit_turns([], 0) == []

@@ -32,6 +32,8 @@ from engine_support import (
 )
 from file_search_support import store_with
 
+from assistantd.engine import context
+
 FUNCTION = {
     "type": "function",
     "function": {
@@ -398,6 +400,47 @@ def test_a_forced_builtin_tool_goes_upstream_as_its_named_function(runs: Api, mo
     first, second = model.requests["m"]
     assert first["tool_choice"] == {"type": "function", "function": {"name": "code_interpreter"}}
     assert second["tool_choice"] == "auto"
+
+
+def test_a_run_whose_own_tool_rounds_overflow_a_small_window_drops_its_oldest_rounds(
+    make_api: MakeApi, model: FakeChatModel
+) -> None:
+    """A model that calls a tool again and again (here with arguments that are not JSON, so nothing runs)
+    must not push a 1024-token window over: the request keeps the user's message and the newest rounds."""
+    api = make_api(chat_model=model, context_tokens=1024)
+    long_call = {"tool_calls": [{"name": "code_interpreter", "arguments": "print(1) " * 60}]}  # ~135 tokens
+    model.script("m", long_call, long_call, long_call, long_call, long_call, {"text": "done"})
+    t, run_id = start(api, "m", "go", tools=[{"type": "code_interpreter"}], instructions="Run code.")
+    assert wait_run(api.client, t, run_id)["status"] == "completed"
+    sent = model.requests["m"]
+    assert len(sent) == 6
+    last = sent[-1]["messages"]
+    room = 1024 - context.answer_reserve(1024)
+    tools = context.message_tokens({"role": "system", "content": json.dumps(sent[-1]["tools"], separators=(",", ":"))})
+    assert sum(context.message_tokens(m) for m in last) + tools <= room
+    assert last[:2] == [{"role": "system", "content": "Run code."}, {"role": "user", "content": "go"}]
+    calls = [m["tool_calls"][0]["id"] for m in last if m.get("tool_calls")]
+    all_calls = [c["id"] for s in steps(api.client, t, run_id) if s["type"] == "tool_calls"
+                 for c in s["step_details"]["tool_calls"]]
+    assert 0 < len(calls) < 5 and calls == all_calls[-len(calls):]  # the newest rounds, in order
+    answered = [m["tool_call_id"] for m in last if m["role"] == "tool"]
+    assert answered == calls  # every kept call still has its output, and no output lost its call
+
+
+def test_a_newest_message_over_the_window_fails_with_an_error_that_says_so(
+    make_api: MakeApi, model: FakeChatModel
+) -> None:
+    """The newest message is always sent; when the upstream then fails (llama-cpp-python sends an empty
+    stream), last_error says the prompt is over the window rather than only what the server sent."""
+    api = make_api(chat_model=model, context_tokens=1024)
+    model.script("m", {"error": {"message": "The model provider sent an empty body"}}, {"error": {"message": "x"}})
+    t, run_id = start(api, "m", "word " * 1500)
+    failed = wait_run(api.client, t, run_id, ("failed",))
+    said = failed["last_error"]["message"]
+    assert said.startswith("The model provider sent an empty body (the prompt is about ")
+    assert "more than the 1024-token context window" in said and "context_tokens" in said
+    t, run_id = start(api, "m", "a short question")  # an error on a prompt that fits says nothing more
+    assert wait_run(api.client, t, run_id, ("failed",))["last_error"]["message"] == "x"
 
 
 @pytest.mark.parametrize(

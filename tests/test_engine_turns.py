@@ -262,3 +262,24 @@ def test_an_unclosed_marker_is_released_past_its_bound_and_at_the_end() -> None:
     annotator = StreamAnnotator({"0:0": "f"}, {})
     assert annotator.feed("end 【0") == [("end ", [])]
     assert annotator.flush() == [("【0", [])]
+
+
+def test_a_server_tool_call_cut_off_by_the_run_ending_keeps_its_type() -> None:
+    """Cancelled (or failed) while the model is still writing a code interpreter call: the closed step
+    shows that call as the tool it is, not as a client function of the same name."""
+    model = FakeChatModel()
+    model.script("m", {"tool_calls": [{"name": "notes", "arguments": '{"topic": "x"}'}]})
+    loop = make_loop(model)
+
+    async def until_the_call_starts() -> None:
+        events = loop.events()
+        async for event in events:
+            if isinstance(event, ev.ToolCallStarted):
+                break
+        await events.aclose()
+
+    asyncio.run(until_the_call_starts())
+    _, step = loop.unfinished()
+    assert step is not None
+    (call,) = step["step_details"]["tool_calls"]
+    assert call["type"] == "notes" and call["notes"] == {"outputs": []} and "function" not in call

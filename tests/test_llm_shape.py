@@ -56,3 +56,26 @@ def test_required_with_one_tool_names_it() -> None:
     assert upstream_tool_choice(one, "required") == {"type": "function", "function": {"name": "code_interpreter"}}
     assert upstream_tool_choice(two, "required") == "required"
     assert upstream_tool_choice(one, "auto") == "auto"
+
+
+def test_tool_results_as_user_turns_for_servers_that_drop_tool_turns() -> None:
+    """llama-cpp-python's chatml-function-calling renders no ``tool`` turn: the model never sees an output."""
+    calls = [{"id": "c1", "type": "function", "function": {"name": "code_interpreter", "arguments": "{}"}},
+             {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "c1", "content": "4"},
+        {"role": "tool", "tool_call_id": "c2", "content": "ok"},
+    ]
+    assert upstream_messages(messages) == messages  # the default: tool turns as they are
+    shaped = upstream_messages(messages, tool_results_as_user=True)
+    assert shaped[:2] == messages[:2]
+    assert shaped[2:] == [{"role": "user", "content": "Output of code_interpreter (call c1):\n\n4\n\n"
+                                                     "Output of f (call c2):\n\nok"}]  # merged: roles alternate
+    apart = upstream_messages(messages, tool_results_as_user=True, merge_roles=False)
+    assert [m["role"] for m in apart] == ["user", "assistant", "user", "user"]
+    router = ModelRouter.from_config(base_url="", api_key="", timeout=5.0, extra={"upstreams": [
+        {"base_url": "http://a/v1", "tool_results_as_user": True}]})
+    assert router.upstreams[0].tool_results_as_user is True
+    assert router.upstreams[0].client.tool_results_as_user is True  # type: ignore[attr-defined]

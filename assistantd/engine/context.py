@@ -111,6 +111,30 @@ def run_turns(
     return turns
 
 
+def fit_turns(turns: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """This run's turns, the oldest tool rounds dropped until they fit ``budget`` tokens.
+
+    A run that calls tools again and again (a small model, or one whose server does not show it the
+    outputs) grows past the window by its own turns, which no truncation of the thread's history can
+    help. A round (an assistant turn with its tool calls and the outputs answering them) goes as a
+    whole, so every tool output still follows its call; the newest round is always kept, and if that
+    alone is over the window the upstream's own error (its context length) ends the run.
+    """
+    rounds: list[list[dict[str, Any]]] = []
+    for turn in turns:
+        if turn.get("role") == "tool" and rounds:
+            rounds[-1].append(turn)
+        else:
+            rounds.append([turn])
+    costs = [sum(message_tokens(m) for m in r) for r in rounds]
+    total = sum(costs)
+    first = 0
+    while total > budget and first < len(rounds) - 1:
+        total -= costs[first]
+        first += 1
+    return [m for r in rounds[first:] for m in r]
+
+
 def truncate(
     history: list[dict[str, Any]], strategy: dict[str, Any] | None, budget: int | None
 ) -> list[dict[str, Any]]:

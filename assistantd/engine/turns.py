@@ -43,6 +43,8 @@ from assistantd.llm.base import ChatModel, ChatRequest, UpstreamError
 from assistantd.tools.base import BuiltinTool, ToolContext
 
 MAX_MODEL_CALLS = 32  # a model that keeps calling tools is stopped rather than looping forever
+# Room left for the thread's newest message when the run's own tool rounds are trimmed to fit the window.
+_NEWEST_HISTORY = 64
 
 
 @dataclass
@@ -111,6 +113,7 @@ class TurnLoop:
         self.annotator: StreamAnnotator | None = None
         self._first_delta = True
         self.turn = _Turn()
+        self._prompt_estimate = 0  # the last request's estimated prompt tokens, for an upstream's error
 
     # --- what an interrupted execution leaves open ----------------------------------------------
 
@@ -124,8 +127,17 @@ class TurnLoop:
                 message["content"][0]["text"]["annotations"] = self.annotator.annotations
         step = self.tool_step
         if step is not None and not step["step_details"]["tool_calls"]:
-            step["step_details"]["tool_calls"] = _function_details(self.turn.named_calls())
+            step["step_details"]["tool_calls"] = [self._unrun_details(c) for c in self.turn.named_calls()]
         return message, step
+
+    def _unrun_details(self, call: _Call) -> dict[str, Any]:
+        """A call the run ended before running: a server tool's keeps its type (and the input streamed so
+        far), as the step's streamed deltas showed it, rather than passing for a client function."""
+        builtin = self._builtin(call.name)
+        if builtin is None:
+            return _function_details([call])[0]
+        details = {**builtin.first_details(), **(builtin.input_delta(call.arguments, call.arguments) or {})}
+        return {"id": call.id, "type": builtin.type, builtin.type: details}
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -136,7 +148,15 @@ class TurnLoop:
         except _Stop as stop:
             yield stop.finished
         except UpstreamError as exc:
-            yield RunFinished("failed", last_error={"code": exc.code, "message": exc.message})
+            message = exc.message
+            if self._prompt_estimate > self.context_tokens:
+                # Servers say this in many ways, or not at all (llama-cpp-python's stream is just empty).
+                message += (
+                    f" (the prompt is about {self._prompt_estimate} tokens by estimate, more than the "
+                    f"{self.context_tokens}-token context window: the newest message alone does not fit; "
+                    "shorten it, or raise context_tokens if the model's window is larger)"
+                )
+            yield RunFinished("failed", last_error={"code": exc.code, "message": message})
 
     async def _turns(self) -> AsyncIterator[Event]:
         for _ in range(MAX_MODEL_CALLS):
@@ -200,17 +220,23 @@ class TurnLoop:
                 tools.append({"type": "function", "function": tool["function"]})
             elif tool["type"] in self.tools:
                 tools.append(self.tools[tool["type"]].definition(tool))
-        turns = context.run_turns(self.ctx.steps, by_id, state.server_call_dicts())
-        fixed = sum(context.message_tokens(m) for m in [*system, *turns])
+        fixed = sum(context.message_tokens(m) for m in system)
         if tools:
             # The tool definitions take room in the window too (a small window overflows without this).
             fixed += context.message_tokens({"role": "system", "content": orjson.dumps(tools).decode()})
-        budget = self.context_tokens - context.answer_reserve(self.context_tokens) - fixed
+        room = self.context_tokens - context.answer_reserve(self.context_tokens)
+        turns = context.run_turns(self.ctx.steps, by_id, state.server_call_dicts())
+        # The run's own turns come first (they are what the model is answering); the thread's history
+        # gets what they leave, and when they alone overflow the window their oldest tool rounds go.
+        turns = context.fit_turns(turns, room - fixed - _NEWEST_HISTORY)
+        fixed += sum(context.message_tokens(m) for m in turns)
+        budget = room - fixed
         if run.get("max_prompt_tokens"):
             budget = min(budget, run["max_prompt_tokens"] - state.used("prompt_tokens") - fixed)
         history = context.truncate(
             context.thread_history(self.ctx.messages, run["id"]), run.get("truncation_strategy"), max(budget, 0)
         )
+        self._prompt_estimate = fixed + sum(context.message_tokens(m) for m in history)
         max_tokens = None
         if run.get("max_completion_tokens"):
             max_tokens = run["max_completion_tokens"] - state.used("completion_tokens")

@@ -60,6 +60,7 @@ class OpenAICompatModel(ChatModel):
         merge_roles: bool = True,
         reasoning_models: list[str] | None = None,
         stream_with_tools: bool = True,
+        tool_results_as_user: bool = False,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.name = name
@@ -72,6 +73,7 @@ class OpenAICompatModel(ChatModel):
         # between text and tools ("Automatic streaming tool choice is not supported"): such upstreams
         # are asked for whole answers whenever tools are offered, which become the same events.
         self.stream_with_tools = stream_with_tools
+        self.tool_results_as_user = tool_results_as_user  # see llm/shape.py: servers that drop tool turns
         per_pool = max(1, -(-max_connections // _POOLS))
         tls = httpx.create_ssl_context()  # what each client would build itself (~50 ms each), built once
         self._clients = [
@@ -102,7 +104,9 @@ class OpenAICompatModel(ChatModel):
         streamed = self.stream_with_tools or not request.tools
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": upstream_messages(request.messages, merge_roles=self.merge_roles),
+            "messages": upstream_messages(
+                request.messages, merge_roles=self.merge_roles, tool_results_as_user=self.tool_results_as_user
+            ),
             "stream": streamed,
         }
         if streamed:

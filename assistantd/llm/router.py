@@ -51,6 +51,7 @@ class Upstream:
     merge_roles: bool = True  # merge consecutive turns of one role (strict chat templates need alternation)
     reasoning_models: list[str] | None = None  # globs of reasoning models; None: the built-in families
     stream_with_tools: bool = True  # false: calls that offer tools ask for whole answers (llama-cpp-python)
+    tool_results_as_user: bool = False  # true: tool results go as user turns (servers that drop tool turns)
     _client: ChatModel | None = None
 
     def matches(self, model: str) -> bool:
@@ -68,6 +69,7 @@ class Upstream:
                 merge_roles=self.merge_roles,
                 reasoning_models=self.reasoning_models,
                 stream_with_tools=self.stream_with_tools,
+                tool_results_as_user=self.tool_results_as_user,
             )
         return self._client
 
@@ -118,6 +120,7 @@ class ModelRouter:
                     merge_roles=bool(entry.get("merge_roles", True)),
                     reasoning_models=[str(m) for m in reasoning] if reasoning is not None else None,
                     stream_with_tools=bool(entry.get("stream_with_tools", True)),
+                    tool_results_as_user=bool(entry.get("tool_results_as_user", False)),
                 )
             )
         if base_url:

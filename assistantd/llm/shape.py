@@ -8,6 +8,10 @@ the variant it takes:
   many others raise "roles must alternate") fail on two user turns in a row, which a thread with two
   added messages gives; OpenAI, vLLM and Ollama accept either, so consecutive turns of one role are
   merged by default (``merge_roles = false`` on an upstream turns it off).
+- Tool results. Some servers drop ``role: tool`` turns from the prompt: llama-cpp-python's
+  ``chatml-function-calling`` format renders the assistant's calls but no results, so the model never
+  sees an output and calls the tool again and again; Gemma's own template has no tool role at all.
+  ``tool_results_as_user = true`` on an upstream sends each result as a user turn naming the call.
 - Reasoning models (OpenAI's o1/o3/o4-mini and gpt-5 families) reject ``max_tokens`` and any
   non-default ``temperature``/``top_p``; other models reject ``reasoning_effort``. Which models reason
   is matched by name (``reasoning_models`` globs on an upstream override the defaults below).
@@ -72,15 +76,25 @@ def _joined(first: Any, second: Any) -> Any:
     return f"{first}\n\n{second}"
 
 
-def upstream_messages(messages: list[dict[str, Any]], *, merge_roles: bool = True) -> list[dict[str, Any]]:
+def upstream_messages(
+    messages: list[dict[str, Any]], *, merge_roles: bool = True, tool_results_as_user: bool = False
+) -> list[dict[str, Any]]:
     """``messages`` as any server takes them: no null content, and (``merge_roles``) no two turns of a role in a row.
 
-    Tool results are never merged (each answers its own call id); an assistant text turn followed by an
+    Tool results are never merged (each answers its own call id) unless ``tool_results_as_user`` makes
+    them user turns ("Output of <name> (call <id>): ..."); an assistant text turn followed by an
     assistant tool-call turn becomes one turn carrying both, which is what the model produced.
     """
     shaped: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
     for message in messages:
         message = dict(message)
+        for call in message.get("tool_calls") or []:
+            names[call.get("id", "")] = (call.get("function") or {}).get("name", "")
+        if tool_results_as_user and message.get("role") == "tool":
+            call_id = str(message.get("tool_call_id", ""))
+            label = f"{names[call_id]} (call {call_id})" if names.get(call_id) else f"call {call_id}"
+            message = {"role": "user", "content": _joined(f"Output of {label}:", message.get("content") or "")}
         if message.get("content") is None:
             message["content"] = ""
         prev = shaped[-1] if shaped else None

@@ -26,6 +26,7 @@ FUNCTION_TOOLS: list[Any] = [
                                                      "required": ["day"]}}},
 ]  # fmt: skip
 FORCE_STOCK: Any = {"type": "function", "function": {"name": "CheckOutOfStock"}}
+INCLUDE: Any = "step_details.tool_calls[*].file_search.results[*].content"
 
 
 def client_for(servers: RealServers) -> openai.OpenAI:
@@ -55,6 +56,7 @@ class _Handler(AssistantEventHandler):
         self.cancelled = False
         self.deltas: list[Any] = []
         self.tool_types: list[str] = []
+        self.tool_steps = 0
         self.code: list[str] = []
         self.logs: list[str] = []
 
@@ -63,8 +65,15 @@ class _Handler(AssistantEventHandler):
 
     def on_tool_call_created(self, tool_call: Any) -> None:
         self.tool_types.append(tool_call.type)
+
+    def on_run_step_created(self, run_step: Any) -> None:
+        # Counted by step: the SDK's helper announces a call only when its index changes, and each step's
+        # first call has index 0, so on_tool_call_created fires once for a run of one-call steps.
+        if run_step.type != "tool_calls":
+            return
+        self.tool_steps += 1
         run = self.current_run
-        if self.cancel_after_calls and len(self.tool_types) > self.cancel_after_calls and not self.cancelled:
+        if self.cancel_after_calls and self.tool_steps > self.cancel_after_calls and not self.cancelled:
             # A tool forced on every model call is called again and again: stop it rather than wait
             # for the engine's limit of model calls, a minute each on a loaded CPU.
             assert self.client is not None and run is not None
@@ -146,25 +155,40 @@ def seed_002_code_interpreter(servers: RealServers) -> str:
     )  # fmt: skip
     thread = client.beta.threads.create(messages=[{"role": "user", "content":
         "Run scipy.stats.ttest_ind on [1, 2, 3, 4] and [2, 4, 6, 8] and report the p-value."}])  # fmt: skip
-    handler = _Handler(cancel_after_calls=2, client=client)
+    handler = _Handler(cancel_after_calls=3, client=client)
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler,
                                          tool_choice={"type": "code_interpreter"}) as stream:
         stream.until_done()
         run = stream.get_final_run()
-    assert not handler.cancelled, (
-        f"cancelled after {len(handler.tool_types)} code calls (code ran: {sum(map(len, handler.logs))} chars of "
-        "logs): the forced tool_choice is sent on every model call, not only the first"
-    )
-    _done(run)
     steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
     calls = [c for s in steps if s.type == "tool_calls" for c in s.step_details.tool_calls]  # type: ignore[union-attr]
     assert calls and calls[0].type == "code_interpreter", (
         f"no code_interpreter call (steps {[s.type for s in steps]}); the forced tool must reach the server "
         "as a named function, not 'required'"
     )
-    messages = client.beta.threads.messages.list(thread_id=thread.id, order="asc").data
     logs = sum(map(len, handler.logs))
+    assert logs > 0, "the code ran but no logs were streamed"
+    if handler.cancelled:
+        return f"{_kept_calling(steps, 'code_interpreter')}; logs {logs} chars streamed"
+    _done(run)
+    messages = client.beta.threads.messages.list(thread_id=thread.id, order="asc").data
     return f"{len(calls)} code call(s), logs {logs} chars, {len(messages)} messages; {_usage(run)}"
+
+
+def _kept_calling(steps: list[Any], tool: str) -> str:
+    """A run the check cancelled because the model called ``tool`` again and again. That is the model's
+    choice, not the plumbing's, if the calls after the first were free choices made after reading the
+    output: the second step's prompt grew by the first output (the engine sends ``auto`` after the first
+    call; the scripted tests prove which tool_choice each call gets). No growth: the output was lost."""
+    tool_steps = [s for s in steps if s.type == "tool_calls"]
+    prompts = [s.usage.prompt_tokens for s in tool_steps if s.usage is not None]
+    # Only the first step is compared: later prompts may shrink again as the oldest rounds are trimmed.
+    assert len(prompts) >= 2 and prompts[1] > prompts[0], (
+        f"cancelled after {len(tool_steps)} {tool} calls whose prompts did not grow ({prompts}): the tool "
+        "output never reached the model"
+    )
+    return (f"the model called {tool} {len(tool_steps)} times, each after reading the last output (prompt "
+            f"{' -> '.join(map(str, prompts))} tokens), and was cancelled by the check (a 270M model)")
 
 
 def seed_003_async_o3_poll_loop(servers: RealServers) -> str:
@@ -177,19 +201,26 @@ def seed_003_async_o3_poll_loop(servers: RealServers) -> str:
         thread = await client.beta.threads.create()
         await client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Plot y = x^2")
         run = await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
-        seen = 0
+        seen: list[Any] = []
+        cancelled = False
         deadline = asyncio.get_running_loop().time() + 900  # a slow CPU: a few tokens a second
         while asyncio.get_running_loop().time() < deadline:
             run = await client.beta.threads.runs.retrieve(thread_id=thread.id, run_id=run.id)
             steps = await client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc")
-            seen = len(steps.data)
+            seen = steps.data
             if run.status in TERMINAL:
                 break
+            if sum(s.type == "tool_calls" and s.status == "completed" for s in seen) > 3 and not cancelled:
+                cancelled = True  # a model calling the tool again and again: see _kept_calling
+                await client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
             await asyncio.sleep(0.5)  # the seed's own polling loop (it sleeps 1 s)
         await client.close()
-        _done(run, "completed")
         assert [t.type for t in run.tools] == ["code_interpreter", "file_search"]
-        return f"o3 (reasoning params) polled to completed; {seen} step(s); {_usage(run)}"
+        if cancelled:
+            _done(run, "cancelled")
+            return f"o3 polled; {_kept_calling(seen, 'code_interpreter')}"
+        _done(run, "completed")
+        return f"o3 (reasoning params) polled to completed; {len(seen)} step(s); {_usage(run)}"
 
     return asyncio.run(scenario())
 
@@ -203,9 +234,10 @@ def _stream_until_answer(client: openai.OpenAI, thread_id: str, assistant_id: st
         next_stream = None
         for event in stream:
             if event.event == "thread.run.requires_action":
+                if submissions == 3:  # a model calling the function again and again: see _kept_calling
+                    client.beta.threads.runs.cancel(event.data.id, thread_id=thread_id)
+                    continue
                 submissions += 1
-                assert submissions <= 3, "still requires_action after 3 tool outputs: the forced tool_choice " \
-                    "is sent on every model call, not only the first"
                 outputs = [{"tool_call_id": c.id, "output": "Out of stock: cold brew, oat milk."}
                            for c in event.data.required_action.submit_tool_outputs.tool_calls]
                 next_stream = client.beta.threads.runs.submit_tool_outputs(
@@ -227,8 +259,15 @@ def seed_004_functions_streamed(servers: RealServers) -> str:
     client.beta.threads.messages.create(thread_id=thread.id, role="assistant", content="(reply shown to the user)")
     client.beta.threads.messages.create(thread_id=thread.id, role="user", content="Which products are running out?")
     second, submitted = _stream_until_answer(client, thread.id, assistant.id, tool_choice=FORCE_STOCK)
-    _done(second)
     assert submitted >= 1, "the forced function was never called"
+    if submitted == 3 and second.status != "completed":
+        second = client.beta.threads.runs.retrieve(second.id, thread_id=thread.id)
+        if second.status == "cancelling":
+            second = client.beta.threads.runs.poll(second.id, thread_id=thread.id, poll_interval_ms=200)
+        _done(second, "cancelled")
+        steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=second.id, order="asc").data
+        return f"chat, then 3 streamed submits; {_kept_calling(steps, 'CheckOutOfStock')}"
+    _done(second)
     history = client.beta.threads.messages.list(thread_id=thread.id).data
     return f"chat, then {submitted} streamed tool round trip(s) to completed; {len(history)} messages; {_usage(second)}"
 
@@ -257,9 +296,14 @@ def function_round_trip_polled(servers: RealServers) -> str:
                                                    tool_choice=FORCE_STOCK, poll_interval_ms=200)
     rounds = 0
     while run.status == "requires_action":
+        if rounds == 3:  # a model calling the function again and again: see _kept_calling
+            run = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+            if run.status == "cancelling":
+                run = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=200)
+            _done(run, "cancelled")
+            steps = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
+            return f'3 round trips, content "" beside tool_calls accepted; {_kept_calling(steps, "CheckOutOfStock")}'
         rounds += 1
-        assert rounds <= 3, "still requires_action after 3 tool outputs: the forced tool_choice is sent on " \
-            "every model call, not only the first"
         calls = run.required_action.submit_tool_outputs.tool_calls  # type: ignore[union-attr]
         json.loads(calls[0].function.arguments or "{}")
         run = client.beta.threads.runs.submit_tool_outputs_and_poll(
@@ -316,7 +360,8 @@ def budgets(servers: RealServers) -> str:
 
 def context_overflow(servers: RealServers) -> str:
     """One message longer than the window: the newest is always kept, so the server overflows; the run
-    must fail with server_error saying what the server sent (llama-cpp-python: an empty event stream)."""
+    must fail with server_error saying what the server sent (llama-cpp-python: an empty event stream) and
+    that the prompt is over the window."""
     client = client_for(servers)
     assistant = client.beta.assistants.create(model="gpt-4o")
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "word " * 1500}])
@@ -324,7 +369,9 @@ def context_overflow(servers: RealServers) -> str:
                                                    poll_interval_ms=200)
     assert run.status == "failed", f"run {run.status}, expected failed"
     assert run.last_error is not None and run.last_error.code == "server_error", run.last_error
-    return f"failed/server_error: {run.last_error.message[:90]}"
+    assert "context window" in run.last_error.message, f"last_error does not name the window: {run.last_error}"
+    said = run.last_error.message
+    return f"failed/server_error: {said[:60]}...{said[said.index(' (the prompt'):][:100]}"
 
 
 def passthrough(servers: RealServers) -> str:
@@ -377,6 +424,90 @@ def usage_estimate(servers: RealServers) -> str:
             f"{real_c} ({est_c / real_c:.2f}x); prompts: local {est_p} vs {real_p} ({est_p / real_p:.2f}x)")
 
 
+class _SearchHandler(AssistantEventHandler):
+    """Keeps every text delta with its annotations, and the streamed step details."""
+
+    def __init__(self, client: openai.OpenAI) -> None:
+        super().__init__()
+        self.client = client
+        self.deltas: list[Any] = []
+        self.step_calls: list[Any] = []
+        self.tool_steps = 0
+        self.cancelled = False
+
+    def on_run_step_created(self, run_step: Any) -> None:
+        self.tool_steps += run_step.type == "tool_calls"
+        run = self.current_run
+        if self.tool_steps > 3 and not self.cancelled and run is not None:
+            self.cancelled = True  # a model searching again and again: see _kept_calling
+            self.client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
+
+    def on_text_delta(self, delta: Any, snapshot: Any) -> None:
+        self.deltas.append(delta)
+
+    def on_run_step_done(self, run_step: Any) -> None:
+        if run_step.type == "tool_calls":
+            self.step_calls += run_step.step_details.tool_calls
+
+
+def file_search_streamed(servers: RealServers) -> str:
+    """A streamed file search run (forced: a small model rarely calls the tool by itself): the step's
+    results carry chunk text only when include[] asks for it (at create, and on steps list/retrieve
+    afterwards), every text delta has a string value (an annotation rides on the delta with its marker
+    text), and the stored message with its annotations equals what was streamed."""
+    client = client_for(servers)
+    notes = ("Opening hours of the Xi Pho Coffee shop: Monday to Friday 7am to 6pm, Saturday 8am to 4pm, "
+             "closed on Sunday. The cold brew is made fresh every morning at 6am.\n")
+    uploaded = client.files.create(file=("hours.txt", notes.encode()), purpose="assistants")
+    stores: Any = getattr(client, "vector_stores", None) or client.beta.vector_stores  # type: ignore[attr-defined]
+    store = stores.create(name="shop", file_ids=[uploaded.id])
+    assistant = client.beta.assistants.create(
+        model="gpt-4o", tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+        instructions="Answer from the files. Cite each result you use with its marker, e.g. 【0:0†hours.txt】.",
+    )  # fmt: skip
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "When does the shop open on Saturday?"}])
+    handler = _SearchHandler(client)
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id, event_handler=handler,
+                                         tool_choice={"type": "file_search"}, include=[INCLUDE]) as stream:
+        stream.until_done()
+        run = stream.get_final_run()
+    _done(run, "cancelled" if handler.cancelled else "completed")
+    searches = [c for c in handler.step_calls if c.type == "file_search"]
+    assert searches, f"no file_search call streamed (tool calls {[c.type for c in handler.step_calls]})"
+    streamed = searches[0].file_search.results or []
+    assert streamed and all(r.content for r in streamed), "include[] at create: streamed results lack content"
+    assert all(isinstance(d.value, str) for d in handler.deltas), "a text delta had value None"
+    stored_notes: list[Any] = []
+    if not handler.cancelled:
+        message = client.beta.threads.messages.list(thread_id=thread.id).data[0]
+        assert message.role == "assistant", "the run completed without an answer"
+        text = message.content[0].text  # type: ignore[union-attr]
+        assert text.value == "".join(d.value for d in handler.deltas), "stored message differs from the deltas"
+        streamed_notes = [(a.start_index, a.end_index, a.text) for d in handler.deltas for a in d.annotations or []]
+        stored_notes = [(a.start_index, a.end_index, a.text) for a in text.annotations]
+        assert streamed_notes == stored_notes, f"annotations streamed {streamed_notes} but stored {stored_notes}"
+        for delta in handler.deltas:
+            for note in delta.annotations or []:
+                assert note.text in delta.value, f"annotation {note.text!r} not on its delta ({delta.value!r})"
+    plain = client.beta.threads.runs.steps.list(thread_id=thread.id, run_id=run.id, order="asc").data
+    step = next(s for s in plain if s.type == "tool_calls")
+    bare = step.step_details.tool_calls[0].file_search.results or []  # type: ignore[union-attr]
+    assert bare and not any(r.content for r in bare), "steps.list without include[] returned chunk content"
+    listed = client.beta.threads.runs.steps.list(
+        thread_id=thread.id, run_id=run.id, order="asc", include=[INCLUDE]
+    ).data
+    full = next(s for s in listed if s.type == "tool_calls").step_details.tool_calls[0].file_search.results  # type: ignore[union-attr]
+    assert full and all(r.content for r in full), "steps.list with include[] lacks content"
+    got = client.beta.threads.runs.steps.retrieve(step.id, thread_id=thread.id, run_id=run.id, include=[INCLUDE])
+    kept = got.step_details.tool_calls[0].file_search.results  # type: ignore[union-attr]
+    assert kept and kept[0].content and "Saturday" in (kept[0].content[0].text or ""), "retrieve lacks content"
+    if handler.cancelled:
+        return f"include[] right at create, list, retrieve; {_kept_calling(plain, 'file_search')}"
+    return (f"{len(streamed)} result(s) with content at create, none without include[], content on list/retrieve "
+            f"with include[]; {len(handler.deltas)} deltas, {len(stored_notes)} annotation(s) = stored; {_usage(run)}")
+
+
 FLOWS: list[tuple[str, Callable[[RealServers], str]]] = [
     ("seed 000 math tutor (poll, create_and_poll, stream)", seed_000_math_tutor),
     ("seed 001 streamed run, steps, messages", seed_001_steps_and_messages),
@@ -384,6 +515,7 @@ FLOWS: list[tuple[str, Callable[[RealServers], str]]] = [
     ("seed 003 async o3 poll loop + retrieval", seed_003_async_o3_poll_loop),
     ("seed 004 streamed functions + submit(stream)", seed_004_functions_streamed),
     ("streaming events and deltas", streaming_events),
+    ("file search streamed, include[], annotations", file_search_streamed),
     ("function round trip (polled)", function_round_trip_polled),
     ("truncation on a 1024-token window", truncation_small_window),
     ("budgets (max_completion/prompt_tokens)", budgets),

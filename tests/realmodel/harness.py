@@ -93,9 +93,12 @@ class RealServers:
         _wait(f"{self.llama_url}/models", llama, llama_log, 180)
         # llama-cpp-python's function-calling format cannot stream a call that offers tools without forcing
         # one ("Automatic streaming tool choice is not supported"): this upstream gets whole answers then.
+        # It also leaves tool turns out of the prompt (the model would call the tool again and again, never
+        # seeing its output): results go as user turns.
         config = self.workdir / "assistantd.toml"
         config.write_text(
             f'[[upstreams]]\nname = "llama"\nbase_url = "{self.llama_url}"\nstream_with_tools = false\n'
+            "tool_results_as_user = true\n"
         )
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         server_python = os.environ.get("ASSISTANTD_SERVER_PYTHON") or sys.executable
