@@ -8,15 +8,16 @@ never see each other's rows. Tests that need a never-migrated database take ``fr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -32,6 +33,7 @@ from starlette.testclient import TestClient
 from assistantd.app import create_app
 from assistantd.llm.base import ChatModel
 from assistantd.settings import Settings, load_settings
+from assistantd.store import Database, open_database
 
 # A copy of shared/reference/openai-assistants-openapi.yaml (the wire contract, MIT notice in its header),
 # kept in the repo so a fresh clone can run the schema checks.
@@ -315,3 +317,25 @@ def conforms(spec_registry: Registry) -> Callable[[Any, dict[str, Any] | str], N
         assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
 
     return check
+
+
+T = TypeVar("T")
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    """Run one awaitable to completion from a synchronous test."""
+
+    async def wrap() -> T:
+        return await awaitable
+
+    return asyncio.run(wrap())
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """An open database of the test's backend (see ``database_url``), closed after the test."""
+    database = open_database(database_url, pool_size=4)
+    try:
+        yield database
+    finally:
+        run(database.close())

@@ -6,16 +6,16 @@ PostgreSQL, as the server does. The migration command is driven as an operator r
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from conftest import run
 
 from assistantd.ids import new_id
 from assistantd.store import Database, open_database
@@ -29,24 +29,6 @@ from assistantd.store.blobs import (
     PostgresBlobStore,
     open_blob_store,
 )
-
-T = TypeVar("T")
-
-
-def run(awaitable: Awaitable[T]) -> T:
-    async def wrap() -> T:
-        return await awaitable
-
-    return asyncio.run(wrap())
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = open_database(database_url, pool_size=4)
-    try:
-        yield database
-    finally:
-        run(database.close())
 
 
 @pytest.fixture

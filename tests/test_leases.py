@@ -4,34 +4,14 @@ release does not count an attempt, and every time comes from the helper's one cl
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
+from conftest import run
 
 from assistantd.engine.leases import FILES, RUNS, Leases
-from assistantd.store import Conn, Database, open_database
+from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
 from assistantd.store import vectors as vrows
-
-T = TypeVar("T")
-
-
-def run(awaitable: Awaitable[T]) -> T:
-    async def wrap() -> T:
-        return await awaitable
-
-    return asyncio.run(wrap())
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = open_database(database_url, pool_size=4)
-    try:
-        yield database
-    finally:
-        run(database.close())
 
 
 class Clock:

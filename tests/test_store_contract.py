@@ -8,13 +8,13 @@ and migrations can run any number of times.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
+from conftest import run
 
 from assistantd.store import Conn, Database, open_database
 from assistantd.store import keys as key_rows
@@ -22,24 +22,6 @@ from assistantd.store import objects as rows
 from assistantd.store.base import UniqueViolation
 from assistantd.store.objects import CursorNotFound, PageQuery
 from assistantd.store.schema import LATEST, MIGRATIONS, migrate
-
-T = TypeVar("T")
-
-
-def run(awaitable: Awaitable[T]) -> T:
-    async def wrap() -> T:
-        return await awaitable
-
-    return asyncio.run(wrap())
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = open_database(database_url, pool_size=4)
-    try:
-        yield database
-    finally:
-        run(database.close())
 
 
 def obj(object_id: str, created_at: int = 1_700_000_000, **extra: Any) -> dict[str, Any]:
