@@ -4,45 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
+from scripted_support import free_port, upstream  # noqa: F401 (a fixture)
 
 from assistantd.llm.base import ChatRequest, Finish, TextDelta, ToolCallDelta, UpstreamError, Usage
 from assistantd.llm.openai_compat import OpenAICompatModel
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "assistantd.llm.scripted", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{url}/v1/models", timeout=1)
-            break
-        except httpx.TransportError:
-            try:
-                proc.wait(timeout=0.05)
-                raise RuntimeError("scripted upstream exited")
-            except subprocess.TimeoutExpired:
-                continue
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def _script(url: str, model: str, *turns: dict) -> None:
@@ -99,7 +68,7 @@ def test_persistent_5xx_fails_as_server_error(upstream: str) -> None:
 
 def test_unreachable_upstream_is_a_clear_error() -> None:
     with pytest.raises(UpstreamError, match="could not be reached"):
-        _collect(f"http://127.0.0.1:{_free_port()}", ChatRequest(model="m", messages=[]))
+        _collect(f"http://127.0.0.1:{free_port()}", ChatRequest(model="m", messages=[]))
 
 
 def test_text_then_tool_calls_in_one_answer(upstream: str) -> None:

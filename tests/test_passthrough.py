@@ -21,7 +21,7 @@ KEY = "sk-pass-alpha-0123456789abcdef"
 
 
 @pytest.fixture
-def client(upstream: str, tmp_path: Path) -> Iterator[TestClient]:  # noqa: F811
+def client(upstream: str, tmp_path: Path) -> Iterator[TestClient]:
     settings = load_settings(
         overrides={
             "data_dir": str(tmp_path),
@@ -38,7 +38,7 @@ def client(upstream: str, tmp_path: Path) -> Iterator[TestClient]:  # noqa: F811
         yield test_client
 
 
-def test_chat_completions_not_streamed(client: TestClient, upstream: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+def test_chat_completions_not_streamed(client: TestClient, upstream: str, caplog: pytest.LogCaptureFixture) -> None:
     script(upstream, "pass-chat", {"text": "Hello there", "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
     with caplog.at_level(logging.INFO, logger="assistantd.passthrough"):
         response = client.post(
@@ -57,7 +57,7 @@ def test_chat_completions_not_streamed(client: TestClient, upstream: str, caplog
     assert "prompt_tokens=5 completion_tokens=2" in caplog.text
 
 
-def test_chat_completions_streamed_byte_for_byte(client: TestClient, upstream: str) -> None:  # noqa: F811
+def test_chat_completions_streamed_byte_for_byte(client: TestClient, upstream: str) -> None:
     script(upstream, "pass-stream", {"text": "one two three"})
     body = {"model": "pass-stream", "messages": [{"role": "user", "content": "go"}], "stream": True}
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -81,7 +81,7 @@ def test_chat_completions_streamed_byte_for_byte(client: TestClient, upstream: s
     assert "".join(d[0].get("content") or "" for d in shape(relayed)[:-1]) == "one two three"  # type: ignore[index]
 
 
-def test_aliases_route_and_rename(client: TestClient, upstream: str) -> None:  # noqa: F811
+def test_aliases_route_and_rename(client: TestClient, upstream: str) -> None:
     script(upstream, "pass-aliased", {"text": "aliased"})
     messages = [{"role": "user", "content": "x"}]
     response = client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": messages})
@@ -89,7 +89,7 @@ def test_aliases_route_and_rename(client: TestClient, upstream: str) -> None:  #
     assert sent(upstream, "pass-aliased")[-1]["model"] == "pass-aliased"
 
 
-def test_upstream_errors_keep_their_status_and_body(client: TestClient, upstream: str) -> None:  # noqa: F811
+def test_upstream_errors_keep_their_status_and_body(client: TestClient, upstream: str) -> None:
     script(upstream, "pass-err", {"status": 422, "error": "messages[0] is odd"})
     response = client.post("/v1/chat/completions", json={"model": "pass-err", "messages": []})
     assert response.status_code == 422
@@ -99,7 +99,7 @@ def test_upstream_errors_keep_their_status_and_body(client: TestClient, upstream
     assert response.status_code == 503 and response.json()["error"]["message"] == "overloaded"
 
 
-def test_embeddings_and_completions(client: TestClient, upstream: str, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+def test_embeddings_and_completions(client: TestClient, upstream: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="assistantd.passthrough"):
         response = client.post("/v1/embeddings", json={"model": "pass-embed", "input": ["ab", "cd"]})
     assert response.status_code == 200
@@ -134,7 +134,7 @@ def test_an_unreachable_upstream_is_a_502(tmp_path: Path) -> None:
     assert response.status_code == 502 and "could not be reached" in response.json()["error"]["message"]
 
 
-def test_bounded_by_the_body_limit_and_the_total_deadline(upstream: str, tmp_path: Path) -> None:  # noqa: F811
+def test_bounded_by_the_body_limit_and_the_total_deadline(upstream: str, tmp_path: Path) -> None:
     settings = load_settings(
         overrides={
             "data_dir": str(tmp_path),
