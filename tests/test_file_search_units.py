@@ -22,7 +22,7 @@ from assistantd.tools.file_search.embed import (
     local_model_dir,
 )
 from assistantd.tools.file_search.pipeline import EMBED_BATCH, Stopped, embed_plan
-from assistantd.tools.file_search.rank import combine, fuse_rrf, matches, rank, rewrite, terms
+from assistantd.tools.file_search.rank import Ranked, combine, fuse_rrf, matches, rank, rewrite, spread, terms
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +290,13 @@ def test_reciprocal_rank_fusion_for_comparison() -> None:
     assert fused[0].score == fused[1].score < 1.0
     assert fuse_rrf([[7], [7]])[0].score == 1.0
     assert fuse_rrf([[9], []], n_lists=2)[0].score == pytest.approx(0.5)
+
+
+def test_spread_keeps_one_chunk_per_file_in_the_head() -> None:
+    ranked = [Ranked(1, 0.9), Ranked(2, 0.8), Ranked(3, 0.7), Ranked(4, 0.6), Ranked(5, 0.5), Ranked(6, 0.4)]
+    files = {1: 10, 2: 10, 3: 20, 4: 10, 5: 30}  # chunk 6 is gone (deleted since the search)
+    got = spread(ranked, files, head=3)
+    assert [r.chunk for r in got] == [1, 3, 5, 2, 4]
+    assert [r.score for r in got] == [0.9, 0.7, 0.5, 0.5, 0.5]  # never above the last of the head
+    assert spread(ranked, {}, head=3) == []
+    assert [r.chunk for r in spread(ranked[:2], files, head=3)] == [1, 2]  # fewer files than places

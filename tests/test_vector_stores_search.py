@@ -383,3 +383,51 @@ def test_the_vector_index_agrees_with_an_exact_scan(api: Api, corpus: tuple[str,
     assert [round(score, 4) for _, score in fast] == [round(score, 4) for _, score in exact]
     if api.backend == "postgres":
         assert api.sql("SELECT count(*) FROM pg_indexes WHERE indexname = 'vector_store_chunks_hnsw_384'") == [(1,)]
+
+
+STARS = "\n\n".join(
+    f"Part {i}. Neutron stars and pulsars: {text}"
+    for i, text in enumerate(
+        [
+            "a neutron star forms when the core of a massive star collapses in a supernova and its protons and "
+            "electrons merge into neutrons, leaving a ball about twenty kilometres across.",
+            "pulsars are neutron stars that spin many times a second and sweep beams of radio waves across the "
+            "sky, so that telescopes on Earth see regular pulses like a lighthouse.",
+            "the magnetic field of a neutron star is a trillion times stronger than the Earth's; the strongest "
+            "neutron stars, magnetars, flare with bursts of gamma rays and X-rays.",
+            "two neutron stars orbiting each other lose energy to gravitational waves, spiral inwards and merge, "
+            "forging gold and platinum in the collision that observatories detect.",
+        ]
+    )
+)
+SMALL_CHUNKS = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+
+
+def test_the_ranker_gives_each_file_one_of_the_first_places(api: Api) -> None:
+    """``auto`` (the default) and OpenAI's dated name rerank the fused list so a file takes at most one of
+    the first five places; ``none`` keeps the fused order, where one long page fills the first places."""
+    c = api.client
+    vs, _ = store_with(c, {**DOCS, "stars.txt": STARS}, chunking_strategy=SMALL_CHUNKS)
+    query = "neutron stars and pulsars"
+    fused = search(c, vs, query=query, max_num_results=20, ranking_options={"ranker": "none"})["data"]
+    assert names({"data": fused[:5]}).count("stars.txt") >= 2  # the case the reranker is for
+    for ranking in ({}, {"ranking_options": {"ranker": "auto"}}, {"ranking_options": {"ranker": "default-2024-11-15"}}):
+        got = search(c, vs, query=query, max_num_results=20, **ranking)["data"]
+        first = names({"data": got[:5]})
+        assert len(set(first)) == len(first) == 5, first
+        assert first[:2] == ["stars.txt", "astronomy.txt"] or first[:2] == ["astronomy.txt", "stars.txt"]
+        # the same chunks as the fused list, reordered; a file's further chunks follow the first places
+        key = [(d["filename"], d["content"][0]["text"]) for d in got]
+        assert sorted(key) == sorted((d["filename"], d["content"][0]["text"]) for d in fused)
+        assert names({"data": got[5:]}).count("stars.txt") == names({"data": fused}).count("stars.txt") - 1
+        scores = [d["score"] for d in got]
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    # a threshold still holds for every result after reranking, and the tool-facing search reranks too
+    cut = fused[2]["score"]
+    strict = search(c, vs, query=query, max_num_results=20, ranking_options={"score_threshold": cut})["data"]
+    assert strict and all(d["score"] >= cut for d in strict)
+    assert len(set(names({"data": strict[:2]}))) == min(2, len(strict))
+    service = api.app.state.services.vector_stores
+    hits = call(api, service.search, "default", [vs], [query], max_num_results=5)
+    assert len({h.filename for h in hits}) == 5
+

@@ -24,13 +24,14 @@ from assistantd.store import Conn, Database
 from assistantd.store import vectors as vrows
 from assistantd.store.vector_index import MatrixIndex
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
-from assistantd.tools.file_search.rank import combine, matches, rank, terms
+from assistantd.tools.file_search.rank import combine, matches, rank, spread, terms
 
 log = logging.getLogger("assistantd.vector_stores")
 
 KIND = "vector store"
 DAY = 86_400
 CANDIDATES = 100  # per query and kind (keyword, vector) fed to the scoring
+RERANK_DEPTH = 50  # the best fused chunks the reranking stage reorders (the rest follow unchanged)
 TOUCH_SECONDS = 60  # a search moves last_active_at (a write) at most this often per store
 COMMON_TTL_SECONDS = 60.0
 
@@ -100,12 +101,14 @@ class VectorSearch:
         score_threshold: float = 0.0,
         filters: dict[str, Any] | None = None,
         modes: Sequence[str] = ("keyword", "vector"),
+        rerank: bool = True,
     ) -> list[SearchHit]:
         """The best chunks for the queries across the stores, best first, each scored in [0, 1].
 
         Raises NotFound for a store id that names no store of the project, InvalidRequest for an expired
         one. Files still being processed are not searched yet. ``modes`` narrows the search to keywords
-        or vectors alone (for evaluation; the API always searches both).
+        or vectors alone (for evaluation; the API always searches both). ``rerank`` runs the reranking
+        stage over the fused list (``rank.spread``; the search endpoint's ``ranker: "none"`` turns it off).
         """
         store_ids = list(dict.fromkeys(vector_store_ids))
         stores = await self.db.read(lambda conn: vrows.get_stores(conn, project, store_ids))
@@ -137,7 +140,7 @@ class VectorSearch:
 
         def finish(conn: Conn) -> list[SearchHit]:
             found = self._with_vectors(conn, project, store_ids, keyword, vectors, filters)
-            return [] if found is None else self._hits(conn, found, max_num_results, score_threshold)
+            return [] if found is None else self._hits(conn, found, max_num_results, score_threshold, rerank)
 
         hits = await self.db.read(finish)
         await self._touch_after_search(project, stores)
@@ -159,14 +162,23 @@ class VectorSearch:
         threshold: float,
         filters: dict[str, Any] | None,
         modes: Sequence[str],
+        rerank: bool = True,
     ) -> list[SearchHit]:
         """The whole search in one snapshot, given the query vectors (the benchmark times this)."""
         found = self.candidates(conn, project, store_ids, queries, vectors, filters, modes)
-        return [] if found is None else self._hits(conn, found, limit, threshold)
+        return [] if found is None else self._hits(conn, found, limit, threshold, rerank)
 
-    def _hits(self, conn: Conn, found: Candidates, limit: int, threshold: float) -> list[SearchHit]:
+    def _hits(self, conn: Conn, found: Candidates, limit: int, threshold: float, rerank: bool) -> list[SearchHit]:
         fused = rank(combine(q.keyword, q.vector) for q in found.queries)
         top = [r for r in fused if r.score >= threshold]
+        if rerank:  # after the threshold: a reranked score never falls below the head's last, kept, one
+            head = top[:RERANK_DEPTH]
+            file_of = {
+                chunk: f
+                for chunk, f in vrows.chunk_files(conn, [r.chunk for r in head]).items()
+                if f in found.files and (found.allowed is None or f in found.allowed)
+            }
+            top = spread(head, file_of) + top[RERANK_DEPTH:]
         texts = vrows.chunk_texts(conn, [r.chunk for r in top[: limit * 2]])
         hits: list[SearchHit] = []
         for ranked in top:

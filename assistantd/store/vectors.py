@@ -412,6 +412,14 @@ def chunk_texts(conn: Conn, seqs: Sequence[int]) -> dict[int, tuple[int, str]]:
     return {int(r[0]): (int(r[1]), r[2]) for r in rows}
 
 
+def chunk_files(conn: Conn, seqs: Sequence[int]) -> dict[int, int]:
+    """{chunk seq: file seq} (a chunk deleted since is missing)."""
+    if not seqs:
+        return {}
+    rows = conn.fetchall(f"SELECT seq, vsf_seq FROM vector_store_chunks WHERE seq IN ({_marks(len(seqs))})", list(seqs))
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
 def keyword_search(
     conn: Conn,
     *,
