@@ -16,8 +16,9 @@ the first places and push the page that answers down. ``spread`` lets each file 
 first ``SPREAD_HEAD`` places; a file's further chunks follow them, in score order. On the dev split of
 bench/file_search_eval.py (81 questions, two Debian manuals, SQLite backend) this raised recall@5
 0.901 -> 0.914 and MRR 0.771 -> 0.785 with recall@20 and passage@20 unchanged, and on its test split
-recall@5 0.912 -> 0.988, MRR 0.793 -> 0.812 (PostgreSQL: 0.938 -> 0.975, 0.756 -> 0.776). Tried and not kept (dev): decaying each further chunk of a file by 0.8-0.95 per chunk
-(pushes answer passages out of the top 20), one chunk per file in the first 10 or 3, two in the first 5.
+recall@5 0.912 -> 0.988, MRR 0.793 -> 0.812 (PostgreSQL: 0.938 -> 0.975, 0.756 -> 0.776). Tried and
+not kept (dev): decaying each further chunk of a file by 0.8-0.95 per chunk (pushes answer passages out
+of the top 20), one chunk per file in the first 10 or 3, two in the first 5.
 """
 
 from __future__ import annotations
