@@ -190,7 +190,46 @@ def test_a_connection_that_breaks_mid_stream_is_a_broken_answer(run: Run) -> Non
         run(go())
 
 
-def test_an_idle_connection_the_upstream_closed_is_not_reused(run: Run) -> None:
+def test_a_pooled_connection_closed_as_it_is_reused_is_retried_once_on_a_new_one(run: Run) -> None:
+    # The keep-alive race made deterministic: the upstream keeps the first connection open, then closes
+    # it on the next request without answering a byte. That request was not taken, so the client sends
+    # it again on a new connection instead of failing the model call.
+    answers = {0: _chunked(_sse("first")), 1: [b""], 2: _chunked(_sse("second"))}
+
+    async def go() -> None:
+        server = RawServer(lambda n: answers[n])
+        async with server as url:
+            client = StreamClient(url, {}, tls=httpx.create_ssl_context(), connect_timeout=5, max_connections=4)
+            try:
+                for word in ("first", "second"):
+                    async with client.stream("POST", "/chat/completions", content=b"{}", headers={}) as response:
+                        assert response.status_code == 200
+                        assert word.encode() in await response.aread()
+            finally:
+                await client.aclose()
+        assert server.connections == 2 and len(server.requests) == 3
+
+    run(go())
+
+
+def test_a_fresh_connection_closed_without_an_answer_is_an_error_not_a_retry(run: Run) -> None:
+    # Only a reused connection is retried: a new one that answers nothing is the upstream's failure.
+    async def go() -> None:
+        server = RawServer(lambda n: [b""])
+        async with server as url:
+            client = StreamClient(url, {}, tls=httpx.create_ssl_context(), connect_timeout=5, max_connections=4)
+            try:
+                with pytest.raises(httpx.RemoteProtocolError):
+                    async with client.stream("POST", "/chat/completions", content=b"{}", headers={}):
+                        pass
+            finally:
+                await client.aclose()
+        assert len(server.requests) == 1
+
+    run(go())
+
+
+def test_an_idle_connection_the_upstream_closed_is_not_reused_or_is_retried_once(run: Run) -> None:
     # The upstream answers and closes (keep-alive refused after the fact): the next call connects anew.
     async def go() -> None:
         server = RawServer(lambda n: [*_chunked(_sse(f"call{n}")), b""])
@@ -201,7 +240,8 @@ def test_an_idle_connection_the_upstream_closed_is_not_reused(run: Run) -> None:
                     async with client.stream("POST", "/chat/completions", content=b"{}", headers={}) as response:
                         assert response.status_code == 200
                         assert f"call{n}".encode() in await response.aread()
-                    await asyncio.sleep(0.05)  # let the close arrive
+                # No pause between the calls: whether the close has arrived or not (the keep-alive race),
+                # the second call must succeed on a connection of its own.
             finally:
                 await client.aclose()
         assert server.connections == 2

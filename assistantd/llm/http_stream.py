@@ -96,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.body: deque[bytes] = deque()
         self.buffered = 0
+        self.received = False  # any byte of this exchange's response yet
         self.resume()  # a body read to its end while paused must not leave the next one unread
 
     # asyncio.Protocol
@@ -103,6 +104,7 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport's
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -238,13 +240,20 @@ class StreamClient:
         conn: _Connection | None = None
         finished = False
         try:
-            conn = await self._connection()
-            assert conn.transport is not None
-            conn.transport.write(request)
-            while not conn.have_headers:
-                if conn.error is not None:
+            conn, reused = await self._connection()
+            while True:
+                assert conn.transport is not None
+                conn.transport.write(request)
+                while not conn.have_headers and conn.error is None:
+                    await conn.wait()
+                if conn.error is None:
+                    break
+                if not (reused and not conn.received):
                     raise conn.error
-                await conn.wait()
+                # An idle connection the upstream closed as we reused it (the keep-alive race): it
+                # answered nothing, so the request was not taken; send it once more on a new one.
+                conn.close()
+                conn, reused = await self._connection(fresh=True)
             yield Response(conn)
             finished = True
         finally:
@@ -284,11 +293,12 @@ class StreamClient:
 
         conn.on_complete = ended
 
-    async def _connection(self) -> _Connection:
-        while self._idle:
+    async def _connection(self, *, fresh: bool = False) -> tuple[_Connection, bool]:
+        """A connection for one exchange, and whether it was reused from the pool."""
+        while self._idle and not fresh:
             conn = self._idle.pop()  # the most recently used: the least likely to have been closed
             if not conn.closed:
-                return conn
+                return conn, True
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -303,7 +313,7 @@ class StreamClient:
             raise httpx.ConnectTimeout(f"no connection within {self._connect_timeout:g}s") from None
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
-        return conn
+        return conn, False
 
     async def aclose(self) -> None:
         for conn in list(self._lingering):
