@@ -642,7 +642,9 @@ def test_twenty_huge_images_do_not_grow_the_server(tmp_path: Path) -> None:
         # Each image goes to the saver as it arrives; before, all 20 (460 MB decoded, 620 MB as base64) were
         # held until the end. What remains is the images in flight (libzmq reads ahead while one is saved)
         # and allocator slack: 150-185 MB measured.
-        assert rss.peak - rss.base < 250 << 20, f"grew by {(rss.peak - rss.base) >> 20} MB"
+        # The bar sits between that and holding even a third of the images (over 350 MB), so machine noise
+        # (251 MB seen once under CI load) does not fail it while a regression still does.
+        assert rss.peak - rss.base < 350 << 20, f"grew by {(rss.peak - rss.base) >> 20} MB"
     finally:
         gen.close()
 

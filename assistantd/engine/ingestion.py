@@ -227,6 +227,14 @@ class Ingestor:
             self._pulse()
 
     async def _complete(self, job: vrows.Job, result: Processed) -> bool:
+        dims = None if result.vectors is None else int(result.vectors.shape[1])
+        if dims is not None and dims not in self._indexed_dims:
+            # In a transaction of its own, before the chunks' one: creating the index waits for every
+            # open insert into the table, so it must never run inside a transaction that has written
+            # chunks (two slots finishing at once deadlocked that way on PostgreSQL).
+            await self.db.write(lambda conn: vrows.ensure_hnsw(conn, dims))
+            self._indexed_dims.add(dims)
+
         def tx(conn: Conn) -> bool:
             if not self._still_mine(conn, job.seq):
                 return False
@@ -238,9 +246,6 @@ class Ingestor:
                 result_chunks: list[str] = []
             else:
                 result_chunks = result.chunks
-            dims = None if result.vectors is None else int(result.vectors.shape[1])
-            if dims is not None and dims not in self._indexed_dims:
-                vrows.ensure_hnsw(conn, dims)
             vrows.insert_chunks(
                 conn,
                 store_id=job.store_id,
@@ -261,10 +266,7 @@ class Ingestor:
             vrows.finish(conn, job.seq, obj, content=result.segments, index_gen=generation)
             return True
 
-        done = await self.db.write(tx)
-        if result.vectors is not None:
-            self._indexed_dims.add(int(result.vectors.shape[1]))
-        return done
+        return bool(await self.db.write(tx))
 
     async def _fail(self, job: vrows.Job, code: str, message: str) -> None:
         log.info("file not indexed file_id=%s vector_store_id=%s code=%s: %s", job.file_id, job.store_id, code, message)

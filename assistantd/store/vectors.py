@@ -635,9 +635,10 @@ def ensure_hnsw(conn: Conn, dims: int) -> None:
     """PostgreSQL: an HNSW index for vectors of this size (pgvector indexes need a fixed dimension)."""
     if conn.dialect != "postgres" or dims > 2000:
         return
-    # Two transactions creating it at once (two ingestion slots finishing their first files) would each
-    # hold the table's share lock and then wait for the other's inserts: a deadlock. One at a time (the
-    # lock lasts until commit), and once it exists nobody takes the table's share lock again.
+    # Call it in a transaction that has not written chunks (CREATE INDEX waits for every open insert).
+    # Two callers at once (two ingestion slots finishing their first files) would each hold the table's
+    # share lock and then wait for the other: one at a time (the lock lasts until commit), and once the
+    # index exists nobody takes the table's share lock again.
     conn.fetchval(f"SELECT pg_advisory_xact_lock({HNSW_LOCK}, {int(dims)})")
     if conn.fetchval("SELECT to_regclass(?)", (f"vector_store_chunks_hnsw_{dims}",)) is not None:
         return
