@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from e2e.remote import RemoteServer
-from e2e.runs_support import ScriptedUpstream, check_clean_exit, server_flags
+from e2e.runs_support import ScriptedUpstream, serve, server_flags
 
 KEY = "sk-console-0123456789abcdef"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -63,16 +63,9 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedUpstr
 
 @pytest.fixture(scope="session")
 def console_server(upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
-    server = RemoteServer(
-        "console", tmp_path_factory.mktemp("console"), api_keys=f"{KEY}:proj-console",
-        extra_args=server_flags(upstream),
-    )  # fmt: skip
-    server.start()
-    try:
-        yield server
-    finally:
-        code = server.stop()
-    check_clean_exit(server, code)
+    yield from serve(
+        "console", tmp_path_factory.mktemp("console"), api_keys=f"{KEY}:proj-console", extra_args=server_flags(upstream)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +93,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def open_console_server(upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
     """A server with no keys at all, on loopback (open mode): the console needs no key there."""
-    server = RemoteServer("console-open", tmp_path_factory.mktemp("console-open"), extra_args=server_flags(upstream))
-    server.start()
-    try:
-        yield server
-    finally:
-        code = server.stop()
-    check_clean_exit(server, code)
+    workdir = tmp_path_factory.mktemp("console-open")
+    yield from serve("console-open", workdir, api_keys="", extra_args=server_flags(upstream))

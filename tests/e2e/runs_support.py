@@ -151,10 +151,13 @@ def check_clean_exit(server: RemoteServer, code: int | None) -> None:
         raise ServerFailed(f"assistantd ({server.name}) logged an unhandled error.\n{server.log_tail()}")
 
 
-def serve(name: str, workdir: Path, *, database_url: str = "", extra_args: list[str]) -> Iterator[RemoteServer]:
-    server = RemoteServer(
-        name, workdir, database_url=database_url, api_keys=f"{KEY_A}:{PROJECT_A}", extra_args=extra_args
-    )
+def serve(
+    name: str, workdir: Path, *, database_url: str = "", extra_args: list[str], api_keys: str | None = None
+) -> Iterator[RemoteServer]:
+    """Start a server, yield it, stop it and check it exited cleanly. ``api_keys`` defaults to project A's
+    key; ``""`` starts it with no key at all (open mode on loopback)."""
+    keys = f"{KEY_A}:{PROJECT_A}" if api_keys is None else api_keys
+    server = RemoteServer(name, workdir, database_url=database_url, api_keys=keys, extra_args=extra_args)
     server.start()
     try:
         yield server
