@@ -77,6 +77,7 @@ def build_services(settings: Settings, *, chat_model: ChatModel | None = None) -
         model=settings.embedding_model,
         api_key=settings.embedding_api_key,
         local=settings.local_embeddings,
+        runtime=settings.local_embedding_runtime,
     )
     readers = ReaderPool(
         ReaderConfig(

@@ -216,6 +216,7 @@ def _probe_embeddings(settings: Settings) -> Probe:
             model=settings.embedding_model,
             api_key=settings.embedding_api_key,
             local=settings.local_embeddings,
+            runtime=settings.local_embedding_runtime,
         )
     except Exception as exc:
         return Probe("file search", "FAIL", f"{type(exc).__name__}: {exc}")

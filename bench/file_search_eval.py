@@ -193,7 +193,7 @@ def ingest(
     }
 
 
-def raw_throughput(corpus: dict[str, Any], threads: int, windows: int) -> tuple[float, float]:
+def raw_throughput(corpus: dict[str, Any], threads: int, windows: int, runtime: str) -> tuple[float, float]:
     """Word pieces per second the bundled model embeds on its own: the windows ingestion would give it
     (the corpus' first ``windows`` windows of the 800/400 grid), in ``threads`` threads at once, as the
     ingestion workers call it. The ceiling ingestion is measured against: (word pieces per second of wall
@@ -208,7 +208,7 @@ def raw_throughput(corpus: dict[str, Any], threads: int, windows: int) -> tuple[
     model_dir = local_model_dir()
     if model_dir is None:
         sys.exit("the local embedding model is not installed")
-    embedder = LocalEmbedder(model_dir)
+    embedder = LocalEmbedder(model_dir, runtime or "onnxruntime")
     tok = chunk_tokenizer()
     texts: list[str] = []
     pieces = 0
@@ -301,12 +301,17 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="only check the question files against the corpora")
     p.add_argument("--misses", action="store_true", help="list the questions whose gold file is not in the top 5")
     p.add_argument("--server-arg", action="append", default=[], help="extra `assistantd serve` flag")
+    p.add_argument(
+        "--runtime", default="", help="local_embedding_runtime of the server and of the model-alone timing"
+    )
     p.add_argument("--chunking", default="", help="a chunking_strategy as JSON for the batch")
     p.add_argument("--max-files", type=int, default=0, help="ingest only a corpus' first N files (speed runs)")
     p.add_argument(
         "--raw-windows", type=int, default=0, help="after ingesting, time the model alone on this many windows"
     )
     args = p.parse_args()
+    if args.runtime:
+        args.server_arg.append(f"--local-embedding-runtime={args.runtime}")
 
     corpora = [load_corpus(n) for n in args.corpora.split(",")]
     if args.max_files:
@@ -348,7 +353,9 @@ def main() -> None:
                     print(f"ingesting {corpus['name']} ({len(corpus['files'])} files)...", flush=True)
                     state = ingest(http, corpus, json.loads(args.chunking) if args.chunking else None, server_pid)
                     if args.raw_windows:
-                        state["raw"], state["raw_cpu"] = raw_throughput(corpus, args.workers, args.raw_windows)
+                        state["raw"], state["raw_cpu"] = raw_throughput(
+                            corpus, args.workers, args.raw_windows, args.runtime
+                        )
                     state_path.write_text(json.dumps(state))
                 rate = state["tokens"] / state["seconds"]
                 raw, raw_cpu = state.get("raw"), state.get("raw_cpu")

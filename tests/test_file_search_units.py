@@ -116,6 +116,31 @@ def test_local_vectors_are_unit_length_deterministic_and_semantic(local: LocalEm
     assert np.allclose(local.embed([texts[2]])[0], a[2], atol=1e-5)
 
 
+def test_onnxruntime_vectors_equal_the_numpy_reference_and_int8_ones_are_close_under_their_own_name(
+    local: LocalEmbedder, model_dir: Any
+) -> None:
+    # uneven lengths so batches carry padding, one text past the 254-piece window, an empty one
+    texts = [
+        "How do I undo my last commit but keep the changes?",
+        "A canine made loud noises at the postman.",
+        " ".join(["Kubernetes schedules containers onto nodes."] * 60),
+        "",
+        *(f"Section {i}: the writer flushes pages to disk every {i} seconds." for i in range(20)),
+    ]
+    reference = LocalEmbedder(model_dir, "numpy")
+    assert local.runtime == "onnxruntime" and local.name == reference.name
+    expected = reference.embed(texts)
+    got = local.embed(texts)
+    assert np.abs(got - expected).max() < 1e-5
+    int8 = LocalEmbedder(model_dir, "onnxruntime-int8")
+    assert int8.name != local.name  # its vectors are never compared with float ones
+    cosines = (int8.embed(texts) * expected).sum(1)
+    assert cosines.min() > 0.97
+    assert not np.allclose(cosines, 1.0, atol=1e-4)  # really quantized
+    with pytest.raises(ValueError, match="onnxruntime-int8"):
+        LocalEmbedder(model_dir, "torch")
+
+
 def test_text_longer_than_the_model_reads_is_embedded_by_windows(local: LocalEmbedder) -> None:
     long_text = " ".join(["Kubernetes schedules containers onto nodes."] * 40 + ["Sourdough needs a starter."] * 40)
     tail_only = " ".join(["Sourdough needs a starter."] * 40)
@@ -144,7 +169,7 @@ def test_embed_plan_averages_shared_windows(local: LocalEmbedder, wordpieces: Wo
 def test_a_large_file_is_embedded_on_several_threads_in_order_and_stops_when_asked(
     local: LocalEmbedder, wordpieces: WordPieceTokenizer
 ) -> None:
-    assert local.threads == max(1, min(4, os.cpu_count() or 1))
+    assert local.threads == (os.cpu_count() or 1)  # onnxruntime: one call a core
     plan = plan_chunks(PROSE, wordpieces, max_tokens=800, overlap=400)
     assert len(plan.windows) > 2 * EMBED_BATCH  # several batches in flight
     texts = [plan.chunk_text(c) for c in plan.chunks]

