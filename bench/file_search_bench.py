@@ -54,7 +54,9 @@ from assistantd.app import build_services  # noqa: E402
 from assistantd.protocol.vector_stores import CreateFileBatch, CreateVectorStore  # noqa: E402
 from assistantd.service.registry import Services  # noqa: E402
 from assistantd.settings import load_settings  # noqa: E402
-from assistantd.store import vectors as vrows  # noqa: E402
+from assistantd.store import chunks as chunk_rows  # noqa: E402
+from assistantd.store import ingest_queue  # noqa: E402
+from assistantd.store import vector_stores as vrows  # noqa: E402
 from assistantd.store.base import Conn  # noqa: E402
 from assistantd.tools.file_search.rank import fuse_rrf  # noqa: E402
 
@@ -202,7 +204,7 @@ async def evaluate(services: Services, store_id: str, questions: list[dict[str, 
         cand = found.queries[0]
         by_cosine = sorted((cand.vector or {}).items(), key=lambda item: -item[1])
         fused = fuse_rrf([[s for s, _ in cand.keyword], [s for s, _ in by_cosine]])[:20]
-        texts = await services.db.read(lambda c, fused=fused: vrows.chunk_texts(c, [r.chunk for r in fused]))
+        texts = await services.db.read(lambda c, fused=fused: chunk_rows.chunk_texts(c, [r.chunk for r in fused]))
         filenames = [found.files[texts[r.chunk][0]].filename for r in fused if r.chunk in texts]
         rows["hybrid, RRF (for comparison)"].append(score(filenames, q["expected"]))
     return {
@@ -262,12 +264,12 @@ async def build_scaled(services: Services, source: Services, source_store: str, 
             }  # fmt: skip
             vrows.insert_file(conn, PROJECT, obj, filename=f"{file_id}.txt", batch_id=None)
             seq = int(conn.fetchval("SELECT seq FROM vector_store_files WHERE id = ?", (file_id,)))
-            vrows.insert_chunks(
+            chunk_rows.insert_chunks(
                 conn, store_id=store["id"], store_seq=row.seq, vsf_seq=seq, file_id=file_id, texts=chunk_texts,
                 model=model, vectors=block,
             )  # fmt: skip
             gen = vrows.bump(conn, store["id"], len(chunk_texts))
-            vrows.finish(conn, seq, {**obj, "status": "completed"}, content=None, index_gen=gen)
+            ingest_queue.finish(conn, seq, {**obj, "status": "completed"}, content=None, index_gen=gen)
 
         await services.db.write(tx)
         made += count
@@ -280,7 +282,7 @@ async def build_scaled(services: Services, source: Services, source_store: str, 
             # memory covers the graph of 1M 384-float vectors (about 2 GB).
             conn.execute("SET LOCAL maintenance_work_mem = '3GB'")
             conn.execute("SET LOCAL max_parallel_maintenance_workers = 1")
-            vrows.ensure_hnsw(conn, dims)
+            chunk_rows.ensure_vector_index(conn, dims)
             # What autovacuum does within a minute of such a load: statistics for the planner (and for the
             # search's list of common words).
             conn.execute("ANALYZE vector_store_chunks")

@@ -11,7 +11,7 @@ from conftest import run
 from assistantd.engine.leases import FILES, RUNS, Leases
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
-from assistantd.store import vectors as vrows
+from assistantd.store import vector_stores as vrows
 
 
 class Clock:

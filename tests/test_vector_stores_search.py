@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from file_search_support import call, create_store, execute, search, store_with, upload, wait_store
 
-from assistantd.store import vectors as vrows
+from assistantd.store import chunks as chunk_rows
+from assistantd.store import dense_search, keyword_search
+from assistantd.store import vector_stores as vrows
 
 if TYPE_CHECKING:
     from conftest import Api, MakeApi
@@ -245,16 +247,16 @@ def test_keyword_only_when_embeddings_are_off(make_api: MakeApi, caplog: pytest.
 def test_sqlite_vector_cache_stays_within_its_bound(api: Api) -> None:
     service = api.app.state.services.vector_stores
     if api.backend == "postgres":
-        assert service.searcher.index is None  # pgvector searches in the database: no copy of the vectors in memory
+        assert service.searcher.dense.matrix is None  # pgvector searches in the database: no vectors in memory
         return
     c = api.client
     vs1, _ = store_with(c, {"one.txt": DOCS["astronomy.txt"]})
     vs2, _ = store_with(c, {"two.txt": DOCS["baking.md"]})
-    service.searcher.index.max_rows = 1
+    service.searcher.dense.matrix.max_rows = 1
     assert names(search(c, vs1, query="neutron star"))[0] == "one.txt"
-    assert service.searcher.index.cached_rows == 1
+    assert service.searcher.dense.matrix.cached_rows == 1
     assert names(search(c, vs2, query="sourdough"))[0] == "two.txt"
-    assert service.searcher.index.cached_rows == 1  # the first store left to make room
+    assert service.searcher.dense.matrix.cached_rows == 1  # the first store left to make room
     assert names(search(c, vs1, query="neutron star"))[0] == "one.txt"  # and comes back when searched
 
 
@@ -266,7 +268,7 @@ def test_words_common_to_most_chunks_are_left_out_of_the_keyword_query(api: Api)
     if api.backend == "postgres":
         # PostgreSQL goes by the planner's statistics of common lexemes, which ANALYZE (autovacuum) keeps.
         execute(api, "ANALYZE vector_store_chunks")
-        shares = call(api, api.app.state.services.db.read, vrows.pg_lexeme_shares)
+        shares = call(api, api.app.state.services.db.read, keyword_search.pg_lexeme_shares)
         assert shares["releas"] == 1.0 and shares["zebra"] == pytest.approx(0.2)
     else:
         shares = None
@@ -275,7 +277,7 @@ def test_words_common_to_most_chunks_are_left_out_of_the_keyword_query(api: Api)
         def tx(conn: Any) -> list[str]:
             row = vrows.get_store(conn, "default", vs)
             assert row is not None
-            found = vrows.keyword_search(
+            found = keyword_search.keyword_search(
                 conn,
                 store_seqs={vs: row.seq},
                 files=None,
@@ -287,7 +289,7 @@ def test_words_common_to_most_chunks_are_left_out_of_the_keyword_query(api: Api)
                 lexeme_shares=shares,
             )
             assert all(0 < score < 1 for _, score in found)
-            return sorted(text for _, text in vrows.chunk_texts(conn, [seq for seq, _ in found]).values())
+            return sorted(text for _, text in chunk_rows.chunk_texts(conn, [seq for seq, _ in found]).values())
 
         return call(api, api.app.state.services.db.read, tx)
 
@@ -311,7 +313,7 @@ def test_a_query_ranks_its_rarest_words_within_the_match_budget(api: Api) -> Non
     vs, _ = store_with(c, docs)
     if api.backend == "postgres":
         execute(api, "ANALYZE vector_store_chunks")
-        shares = call(api, api.app.state.services.db.read, vrows.pg_lexeme_shares)
+        shares = call(api, api.app.state.services.db.read, keyword_search.pg_lexeme_shares)
     else:
         shares = None
 
@@ -319,7 +321,7 @@ def test_a_query_ranks_its_rarest_words_within_the_match_budget(api: Api) -> Non
         def tx(conn: Any) -> list[str]:
             row = vrows.get_store(conn, "default", vs)
             assert row is not None
-            found = vrows.keyword_search(
+            found = keyword_search.keyword_search(
                 conn, store_seqs={vs: row.seq}, files=None, words=words, limit=10, chunks=6,
                 lexeme_shares=shares, **budget,
             )  # fmt: skip
@@ -328,7 +330,7 @@ def test_a_query_ranks_its_rarest_words_within_the_match_budget(api: Api) -> Non
         return call(api, api.app.state.services.db.read, tx)
 
     def texts(conn: Any, found: list[tuple[int, float]]) -> set[str]:
-        return {text for _, text in vrows.chunk_texts(conn, [seq for seq, _ in found]).values()}
+        return {text for _, text in chunk_rows.chunk_texts(conn, [seq for seq, _ in found]).values()}
 
     # Each word is in at most 2 of 6 chunks, but together they match 5. With a budget of 3 matches the
     # rarest words are ranked (gamma: 1, then alpha: 2) and beta, as common as alpha but later, is left out.
@@ -345,10 +347,10 @@ def test_a_query_ranks_its_rarest_words_within_the_match_budget(api: Api) -> Non
 
 def test_affordable_keeps_the_rarest_words_in_query_order() -> None:
     counts = {"common": 50, "mid": 20, "rare": 3, "rarer": 1, "none": 0}
-    assert vrows.affordable(["common", "mid", "rare", "rarer", "none"], counts, 24) == ["mid", "rare", "rarer"]
-    assert vrows.affordable(["common", "mid", "rare", "rarer"], counts, 10) == ["rare", "rarer"]
-    assert vrows.affordable(["common", "mid"], counts, 10) == []  # even the rarest is over: caller ANDs them
-    assert vrows.affordable(["none"], counts, 10) == []
+    assert keyword_search.affordable(["common", "mid", "rare", "rarer", "none"], counts, 24) == ["mid", "rare", "rarer"]
+    assert keyword_search.affordable(["common", "mid", "rare", "rarer"], counts, 10) == ["rare", "rarer"]
+    assert keyword_search.affordable(["common", "mid"], counts, 10) == []  # even the rarest is over: caller ANDs them
+    assert keyword_search.affordable(["none"], counts, 10) == []
 
 
 def test_the_vector_index_agrees_with_an_exact_scan(api: Api, corpus: tuple[str, dict[str, str]]) -> None:
@@ -365,16 +367,16 @@ def test_the_vector_index_agrees_with_an_exact_scan(api: Api, corpus: tuple[str,
         assert row is not None
         if conn.dialect == "postgres":
             args = {"store_ids": [vs], "files": None, "model": model, "dims": 384, "query": query, "limit": 3}
-            fast = vrows.pg_vector_search(conn, total_chunks=10**6, **args)  # as for a huge store: HNSW
-            exact = vrows.pg_vector_search(conn, total_chunks=1, **args)
+            fast = dense_search.pg_vector_search(conn, total_chunks=10**6, **args)  # as for a huge store: HNSW
+            exact = dense_search.pg_vector_search(conn, total_chunks=1, **args)
             return fast, exact
         files = vrows.searchable_files(conn, [vs])
-        fast = searcher.index.search(
+        fast = searcher.dense.matrix.search(
             conn, store_id=vs, generation=row.generation, files=files, allowed=None, model=model, query=query, limit=3
         )
         exact = []
         for f in files:
-            seqs, matrix = vrows.load_vectors(conn, f.seq, model)
+            seqs, matrix = chunk_rows.load_vectors(conn, f.seq, model)
             exact += [(int(s), float(v)) for s, v in zip(seqs, matrix @ query, strict=True)]
         return fast, sorted(exact, key=lambda item: -item[1])[:3]
 

@@ -21,12 +21,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import orjson
-
 from assistantd.engine.leases import FILES, Leases
 from assistantd.observability.hooks import file_ingested
-from assistantd.store import Database
-from assistantd.store import vectors as vrows
+from assistantd.store import Database, ingest_queue
+from assistantd.store import chunks as chunk_rows
+from assistantd.store import vector_stores as vrows
 from assistantd.store.base import Conn
 from assistantd.store.blobs import BlobMissing, BlobStore
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
@@ -145,10 +144,10 @@ class Ingestor:
                 log.exception("ingestion loop failed; will retry")
                 await asyncio.sleep(IDLE_POLL_SECONDS)
 
-    async def _claim(self) -> vrows.Job | None:
-        def tx(conn: Conn) -> vrows.Job | None:
+    async def _claim(self) -> ingest_queue.Job | None:
+        def tx(conn: Conn) -> ingest_queue.Job | None:
             seq = self.leases.claim_next(conn)
-            return None if seq is None else vrows.job(conn, int(seq))
+            return None if seq is None else ingest_queue.job(conn, int(seq))
 
         return await self.db.write(tx)
 
@@ -163,7 +162,7 @@ class Ingestor:
 
     # --- one file --------------------------------------------------------------------------------
 
-    async def _run(self, job: vrows.Job) -> None:
+    async def _run(self, job: ingest_queue.Job) -> None:
         stop = self._jobs[job.seq] = threading.Event()
         started = time.perf_counter()
         copies = contextlib.AsyncExitStack()  # the file's local copy from the blob store, until the end
@@ -226,30 +225,31 @@ class Ingestor:
             self._jobs.pop(job.seq, None)
             self._pulse()
 
-    async def _complete(self, job: vrows.Job, result: Processed) -> bool:
+    async def _complete(self, job: ingest_queue.Job, result: Processed) -> bool:
         dims = None if result.vectors is None else int(result.vectors.shape[1])
         if dims is not None and dims not in self._indexed_dims:
             # In a transaction of its own, before the chunks' one: creating the index waits for every
             # open insert into the table, so it must never run inside a transaction that has written
             # chunks (two slots finishing at once deadlocked that way on PostgreSQL).
-            await self.db.write(lambda conn: vrows.ensure_hnsw(conn, dims))
+            await self.db.write(lambda conn: chunk_rows.ensure_vector_index(conn, dims))
             self._indexed_dims.add(dims)
 
         def tx(conn: Conn) -> bool:
             if not self._still_mine(conn, job.seq):
                 return False
-            store = conn.fetchone("SELECT seq, data FROM vector_stores WHERE id = ?", (job.store_id,))
-            if store is None:
+            target = vrows.ingest_target(conn, job.store_id)
+            if target is None:
                 return False
-            removed = vrows.drop_chunks(conn, "vsf_seq", job.seq)  # an earlier attempt's, if any
-            if orjson.loads(store[1]).get("status") == "expired":  # expired meanwhile: it keeps no index
+            store_seq, expired = target
+            removed = chunk_rows.drop_file_chunks(conn, job.seq)  # an earlier attempt's, if any
+            if expired:  # expired meanwhile: it keeps no index
                 result_chunks: list[str] = []
             else:
                 result_chunks = result.chunks
-            vrows.insert_chunks(
+            chunk_rows.insert_chunks(
                 conn,
                 store_id=job.store_id,
-                store_seq=int(store[0]),
+                store_seq=store_seq,
                 vsf_seq=job.seq,
                 file_id=job.file_id,
                 texts=result_chunks,
@@ -263,12 +263,12 @@ class Ingestor:
                 "last_error": None,
                 "usage_bytes": result.usage_bytes,
             }
-            vrows.finish(conn, job.seq, obj, content=result.segments, index_gen=generation)
+            ingest_queue.finish(conn, job.seq, obj, content=result.segments, index_gen=generation)
             return True
 
         return bool(await self.db.write(tx))
 
-    async def _fail(self, job: vrows.Job, code: str, message: str) -> None:
+    async def _fail(self, job: ingest_queue.Job, code: str, message: str) -> None:
         log.info("file not indexed file_id=%s vector_store_id=%s code=%s: %s", job.file_id, job.store_id, code, message)
         file_ingested(code)
 
@@ -280,6 +280,6 @@ class Ingestor:
                     "last_error": {"code": code, "message": message},
                     "usage_bytes": 0,
                 }
-                vrows.finish(conn, job.seq, obj, content=None)
+                ingest_queue.finish(conn, job.seq, obj, content=None)
 
         await self.db.write(tx)

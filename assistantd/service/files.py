@@ -15,7 +15,7 @@ from assistantd.protocol.files import MAX_EXPIRY_SECONDS, MIN_EXPIRY_SECONDS, UP
 from assistantd.service.common import page_or_400
 from assistantd.store import Conn, Database
 from assistantd.store import objects as rows
-from assistantd.store import vectors as vector_rows
+from assistantd.store import vector_stores as vector_rows
 from assistantd.store.blobs import BlobMissing, BlobStore, BlobTooLarge
 from assistantd.store.objects import Page, PageQuery
 

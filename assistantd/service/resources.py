@@ -11,7 +11,7 @@ from assistantd.service import vector_stores
 from assistantd.service.common import require_files
 from assistantd.store import Conn
 from assistantd.store import objects as rows
-from assistantd.store import vectors as vector_rows
+from assistantd.store import vector_stores as vector_rows
 
 
 def check(conn: Conn, project: str, resources: ToolResources | None, param: str = "tool_resources") -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +20,10 @@ from numpy.typing import NDArray
 from assistantd.clock import now
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.store import Conn, Database
-from assistantd.store import vectors as vrows
-from assistantd.store.vector_index import MatrixIndex
+from assistantd.store import chunks as chunk_rows
+from assistantd.store import keyword_search as keywords
+from assistantd.store import vector_stores as vrows
+from assistantd.store.dense_search import DenseSearch
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
 from assistantd.tools.file_search.rank import combine, matches, rank, spread, terms
 
@@ -33,7 +34,6 @@ DAY = 86_400
 CANDIDATES = 100  # per query and kind (keyword, vector) fed to the scoring
 RERANK_DEPTH = 50  # the best fused chunks the reranking stage reorders (the rest follow unchanged)
 TOUCH_SECONDS = 60  # a search moves last_active_at (a write) at most this often per store
-COMMON_TTL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,12 @@ class VectorSearch:
     def __init__(self, db: Database, embedder: Embedder | None) -> None:
         self.db = db
         self.embedder = embedder
-        # SQLite: vectors searched in process. PostgreSQL: by pgvector, in the database.
-        self.index = MatrixIndex() if db.dialect == "sqlite" else None
-        self._shares: tuple[float, dict[str, float]] | None = None
+        self.dense = DenseSearch(db.dialect)
+        self.lexemes = keywords.LexemeShares()
 
     def forget(self, store_id: str) -> None:
         """The store was deleted or expired: drop its cached vectors."""
-        if self.index is not None:
-            self.index.drop(store_id)
+        self.dense.forget(store_id)
 
     async def search(
         self,
@@ -175,11 +173,11 @@ class VectorSearch:
             head = top[:RERANK_DEPTH]
             file_of = {
                 chunk: f
-                for chunk, f in vrows.chunk_files(conn, [r.chunk for r in head]).items()
+                for chunk, f in chunk_rows.chunk_files(conn, [r.chunk for r in head]).items()
                 if f in found.files and (found.allowed is None or f in found.allowed)
             }
             top = spread(head, file_of) + top[RERANK_DEPTH:]
-        texts = vrows.chunk_texts(conn, [r.chunk for r in top[: limit * 2]])
+        texts = chunk_rows.chunk_texts(conn, [r.chunk for r in top[: limit * 2]])
         hits: list[SearchHit] = []
         for ranked in top:
             if len(hits) >= limit:
@@ -245,13 +243,13 @@ class VectorSearch:
         store_seqs = {sid: row.seq for sid, row in fresh.items()}
         narrowed = sorted(allowed) if allowed is not None else None
         share, ceiling = (
-            (vrows.HYBRID_COMMON_SHARE, vrows.HYBRID_MATCH_CEILING)
+            (keywords.HYBRID_COMMON_SHARE, keywords.HYBRID_MATCH_CEILING)
             if hybrid
-            else (vrows.KEYWORD_COMMON_SHARE, vrows.KEYWORD_MATCH_CEILING)
+            else (keywords.KEYWORD_COMMON_SHARE, keywords.KEYWORD_MATCH_CEILING)
         )
-        shares = self._lexeme_shares(conn) if conn.dialect == "postgres" else None
+        shares = self.lexemes.get(conn)
         return [
-            vrows.keyword_search(
+            keywords.keyword_search(
                 conn,
                 store_seqs=store_seqs,
                 files=narrowed,
@@ -264,13 +262,6 @@ class VectorSearch:
             )
             for query in queries
         ]
-
-    def _lexeme_shares(self, conn: Conn) -> dict[str, float]:
-        """PostgreSQL's commonest lexemes, re-read at most once a minute (they change with ANALYZE)."""
-        moment = time.monotonic()
-        if self._shares is None or moment - self._shares[0] > COMMON_TTL_SECONDS:
-            self._shares = (moment, vrows.pg_lexeme_shares(conn))
-        return self._shares[1]
 
     def _with_vectors(
         self,
@@ -302,14 +293,7 @@ class VectorSearch:
         """Cosine similarity of keyword candidates the vector list did not reach."""
         if not chunks or self.embedder is None:
             return {}
-        if self.index is None:
-            return vrows.pg_similarities(
-                conn, chunks=chunks, model=self.embedder.name, dims=int(query.shape[0]), query=query
-            )
-        out: dict[int, float] = {}
-        for store_id in stores:
-            out.update(self.index.similarities(store_id, chunks, query))
-        return out
+        return self.dense.similarities(conn, stores=stores, chunks=chunks, model=self.embedder.name, query=query)
 
     def _vector_candidates(
         self,
@@ -320,32 +304,15 @@ class VectorSearch:
         query: NDArray[np.float32],
     ) -> list[tuple[int, float]]:
         assert self.embedder is not None
-        model = self.embedder.name
-        if self.index is None:
-            return vrows.pg_vector_search(
-                conn,
-                store_ids=list(stores),
-                total_chunks=sum(row.chunk_count for row in stores.values()),
-                files=sorted(allowed) if allowed is not None else None,
-                model=model,
-                dims=int(query.shape[0]),
-                query=query,
-                limit=CANDIDATES,
-            )
-        found: list[tuple[int, float]] = []
-        for store_id, row in stores.items():
-            found += self.index.search(
-                conn,
-                store_id=store_id,
-                generation=row.generation,
-                files=files,
-                allowed=allowed,
-                model=model,
-                query=query,
-                limit=CANDIDATES,
-            )
-        found.sort(key=lambda item: -item[1])
-        return found[:CANDIDATES]
+        return self.dense.candidates(
+            conn,
+            stores=stores,
+            files=files,
+            allowed=allowed,
+            model=self.embedder.name,
+            query=query,
+            limit=CANDIDATES,
+        )
 
     async def _touch_after_search(self, project: str, stores: dict[str, vrows.StoreRow]) -> None:
         moment = now()

@@ -31,9 +31,9 @@ from assistantd.protocol.vector_stores import (
 )
 from assistantd.service.common import page_or_400, require_file, require_files
 from assistantd.service.vector_search import KIND, SearchHit, VectorSearch, expired_error, expiry, touch
-from assistantd.store import Conn, Database
+from assistantd.store import Conn, Database, ingest_queue
 from assistantd.store import objects as rows
-from assistantd.store import vectors as vrows
+from assistantd.store import vector_stores as vrows
 from assistantd.store.objects import Page, PageQuery
 from assistantd.tools.file_search.chunk import AUTO_MAX_TOKENS, AUTO_OVERLAP_TOKENS
 from assistantd.tools.file_search.embed import Embedder
@@ -144,7 +144,7 @@ def attach(
             chunking_strategy=chunking,
             attributes=attributes if attributes is not None else obj.get("attributes") or {},
         )
-        vrows.requeue_file(conn, existing.seq, obj, batch_id=batch_id)
+        ingest_queue.requeue_file(conn, existing.seq, obj, batch_id=batch_id)
         return obj
     filename = conn.fetchval("SELECT data FROM files WHERE id = ? AND project_id = ?", (file_id, project))
     obj = {
@@ -286,8 +286,7 @@ class VectorStoreService:
                     continue
                 row.obj["status"] = "expired"
                 vrows.save_store(conn, project, row.obj)
-                removed = vrows.drop_chunks(conn, "vector_store_id", store_id)
-                vrows.bump(conn, store_id, -removed)
+                vrows.clear_index(conn, store_id)
                 done.append(store_id)
             return done
 
@@ -447,7 +446,7 @@ class VectorStoreService:
                 return current
             if current["status"] != "in_progress":
                 raise InvalidRequest(f"Cannot cancel a file batch with status '{current['status']}'.")
-            vrows.cancel_batch_files(conn, batch_id, now())
+            ingest_queue.cancel_batch_files(conn, batch_id, now())
             obj["status"] = "cancelled"
             rows.replace(conn, vrows.BATCHES, project, obj)
             return _present_batch(obj, vrows.counts(conn, "batch_id", [batch_id])[batch_id])
@@ -572,7 +571,7 @@ class VectorStoreService:
         deadline = time.monotonic() + timeout
         ids = list(dict.fromkeys(vector_store_ids))
         while True:
-            pending = await self.db.read(lambda conn: vrows.in_progress_count(conn, project, ids))
+            pending = await self.db.read(lambda conn: ingest_queue.in_progress_count(conn, project, ids))
             left = deadline - time.monotonic()
             if pending == 0:
                 return

@@ -17,6 +17,11 @@ T = TypeVar("T")
 Row = tuple[Any, ...]
 
 
+def marks(n: int) -> str:
+    """``n`` placeholders for an ``IN (...)`` list."""
+    return ", ".join("?" for _ in range(n))
+
+
 class UniqueViolation(Exception):
     """An insert or update broke a unique constraint (raised by either backend)."""
 

@@ -220,7 +220,7 @@ MIGRATIONS.append(
         4,
         "finer statistics of the chunks' lexemes",
         [
-            # Keyword search budgets its matches by how common each word is (store/vectors.py): PostgreSQL's
+            # Keyword search budgets its matches by how common each word is (store/keyword_search.py): PostgreSQL's
             # statistics name the ~10,000 commonest lexemes instead of ~1,000, so words rarer than those are
             # known to be rare without counting them. ANALYZE then samples 300,000 rows instead of 30,000.
             {"postgres": "ALTER TABLE vector_store_chunks ALTER COLUMN tsv SET STATISTICS 1000"},

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from assistantd.store import vectors
 from assistantd.store.base import Conn
+from assistantd.store.chunks import load_vectors
+from assistantd.store.vector_stores import Searchable
 
 
 @dataclass
@@ -75,7 +76,7 @@ class MatrixIndex:
         *,
         store_id: str,
         generation: int,
-        files: list[vectors.Searchable],
+        files: list[Searchable],
         allowed: set[int] | None,
         model: str,
         query: NDArray[np.float32],
@@ -121,7 +122,7 @@ class MatrixIndex:
         return {int(c): float(v) for c, v in zip(wanted[found], sims, strict=True)}
 
     def _refresh(
-        self, conn: Conn, entry: _StoreMatrix, store_id: str, files: list[vectors.Searchable], model: str
+        self, conn: Conn, entry: _StoreMatrix, store_id: str, files: list[Searchable], model: str
     ) -> None:
         """Rebuild the matrix: rows of files still current are kept, new and changed files are read."""
         if entry.model != model:
@@ -138,7 +139,7 @@ class MatrixIndex:
                 first, count = cached[1], cached[2]
                 chunk_seqs, matrix = entry.seqs[first : first + count], entry.matrix[first : first + count]
             else:
-                chunk_seqs, matrix = vectors.load_vectors(conn, seq, model)
+                chunk_seqs, matrix = load_vectors(conn, seq, model)
             layout[seq] = (gen, row, len(chunk_seqs))
             row += len(chunk_seqs)
             if len(chunk_seqs):
