@@ -19,6 +19,7 @@ with float ones.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 from pathlib import Path
@@ -133,11 +134,18 @@ def quantize(graph: bytes) -> bytes:
     LayerNorms stay float: quantizing them costs accuracy and saves no time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # onnxruntime advises "pre-processing" (shape inference for conv nets) on the root logger; it does
+    # nothing for this graph, and the server's log should not carry a foreign warning at every start
+    logging.getLogger().addFilter(_drop_preprocessing_advice)
     with tempfile.TemporaryDirectory(prefix="assistantd-minilm-") as tmp:
         source, target = Path(tmp, "float.onnx"), Path(tmp, "int8.onnx")
         source.write_bytes(graph)
         quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
         return target.read_bytes()
+
+
+def _drop_preprocessing_advice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
 
 
 class OnnxMiniLM(MiniLM):
