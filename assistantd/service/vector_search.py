@@ -200,15 +200,20 @@ class VectorSearch:
         return hits
 
     def _lead(self, conn: Conn, found: Candidates, head: list[Ranked], file_of: dict[int, int]) -> list[Ranked]:
-        """``rank.lead`` over the head: each chunk's file's first chunk compared with the queries (the best
-        of them). Without query vectors (keywords alone) the head stays as it is."""
+        """``rank.lead`` over the head: each chunk's file's first chunk scored for the queries as any
+        chunk is (``combine``: its cosine and, when it is among a query's keyword matches, its keyword
+        relevance; the best over the queries). Without query vectors (keywords alone) the head stays."""
         if found.vectors is None or found.stores is None or not file_of:
             return head
         openings = first_chunks(conn, sorted(set(file_of.values())))
+        wanted = set(openings.values())
         best: dict[int, float] = {}
-        for query in found.vectors:
-            for chunk, cosine in self._similarities(conn, found.stores, list(openings.values()), query).items():
-                best[chunk] = max(cosine, best.get(chunk, -1.0))
+        for q, query in zip(found.queries, found.vectors, strict=True):
+            known = q.vector or {}
+            cosine = {c: known[c] for c in wanted if c in known}
+            cosine.update(self._similarities(conn, found.stores, [c for c in wanted if c not in known], query))
+            for chunk, score in combine([(c, s) for c, s in q.keyword if c in wanted], cosine).items():
+                best[chunk] = max(score, best.get(chunk, 0.0))
         by_file = {f: best[c] for f, c in openings.items() if c in best}
         return lead(head, {chunk: by_file[f] for chunk, f in file_of.items() if f in by_file})
 
