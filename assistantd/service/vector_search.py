@@ -25,7 +25,17 @@ from assistantd.store import vectors as vrows
 from assistantd.store.file_openings import first_chunks
 from assistantd.store.vector_index import MatrixIndex
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
-from assistantd.tools.file_search.rank import Ranked, combine, lead, matches, rank, spread, terms
+from assistantd.tools.file_search.rank import (
+    LEAD_SPREAD_HEAD,
+    SPREAD_HEAD,
+    Ranked,
+    combine,
+    lead,
+    matches,
+    rank,
+    spread,
+    terms,
+)
 
 log = logging.getLogger("assistantd.vector_stores")
 
@@ -182,9 +192,10 @@ class VectorSearch:
                 for chunk, f in vrows.chunk_files(conn, [r.chunk for r in head]).items()
                 if f in found.files and (found.allowed is None or f in found.allowed)
             }
+            places = SPREAD_HEAD
             if ranker == "auto":
-                head = self._lead(conn, found, head, file_of)
-            top = spread(head, file_of) + top[RERANK_DEPTH:]
+                head, places = self._lead(conn, found, head, file_of), LEAD_SPREAD_HEAD
+            top = spread(head, file_of, places) + top[RERANK_DEPTH:]
         texts = vrows.chunk_texts(conn, [r.chunk for r in top[: limit * 2]])
         hits: list[SearchHit] = []
         for ranked in top:

@@ -56,6 +56,7 @@ def _word_set(text: str) -> frozenset[str]:
 RRF_K = 60
 VECTOR_WEIGHT = 0.8
 SPREAD_HEAD = 5  # the first places where a file may appear once (see the module notes)
+LEAD_SPREAD_HEAD = 10  # the same after ``lead`` (``ranker: auto``; module notes)
 LEAD_WEIGHT = 0.4  # how much a file's opening (its first chunk) counts in ``ranker: auto`` (module notes)
 RANKERS = ("none", "default-2024-11-15", "auto")  # what each does: the module notes
 
