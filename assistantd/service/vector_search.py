@@ -193,7 +193,7 @@ class VectorSearch:
                 if f in found.files and (found.allowed is None or f in found.allowed)
             }
             places = SPREAD_HEAD
-            if ranker == "auto":
+            if ranker == "auto" and found.vectors is not None:  # keywords alone: ``spread`` as measured
                 head, places = self._lead(conn, found, head, file_of), LEAD_SPREAD_HEAD
             top = spread(head, file_of, places) + top[RERANK_DEPTH:]
         texts = vrows.chunk_texts(conn, [r.chunk for r in top[: limit * 2]])
