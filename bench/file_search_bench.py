@@ -291,14 +291,16 @@ async def build_scaled(services: Services, source: Services, source_store: str, 
     return str(store["id"])
 
 
-async def latency(services: Services, store_id: str, questions: list[dict[str, Any]], rounds: int) -> dict[str, float]:
+async def latency(
+    services: Services, store_id: str, questions: list[dict[str, Any]], rounds: int, ranker: str = "auto"
+) -> dict[str, float]:
     vs = services.vector_stores
-    await vs.search(PROJECT, [store_id], ["warm up the caches"], max_num_results=20)
+    await vs.searcher.search(PROJECT, [store_id], ["warm up the caches"], max_num_results=20, ranker=ranker)
     total, search_only = [], []
     for _ in range(rounds):
         for q in questions:
             started = time.perf_counter()
-            await vs.search(PROJECT, [store_id], [q["q"]], max_num_results=20)
+            await vs.searcher.search(PROJECT, [store_id], [q["q"]], max_num_results=20, ranker=ranker)
             total.append((time.perf_counter() - started) * 1000)
     vectors = await vs.searcher.embed_queries([q["q"] for q in questions])
     for _ in range(rounds):
@@ -307,7 +309,7 @@ async def latency(services: Services, store_id: str, questions: list[dict[str, A
             started = time.perf_counter()
             await services.db.read(
                 lambda conn, q=q, one=one: vs.searcher._search_tx(
-                    conn, PROJECT, [store_id], [q["q"]], one, 20, 0.0, None, ("keyword", "vector")
+                    conn, PROJECT, [store_id], [q["q"]], one, 20, 0.0, None, ("keyword", "vector"), ranker
                 )
             )
             search_only.append((time.perf_counter() - started) * 1000)
@@ -366,8 +368,8 @@ async def main(args: argparse.Namespace) -> None:
                 print()
                 print(f"## Search latency, hybrid, top 20 ({args.backend}, {args.rounds} x {len(questions)} queries)")
                 print()
-                print("| chunks | build s | p50 ms | p99 ms | without query embedding: p50 ms | p99 ms |")
-                print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+                print("| chunks | ranker | build s | p50 ms | p99 ms | without query embedding: p50 ms | p99 ms |")
+                print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
                 for n in args.scales:
                     label = f"scale{n}"
                     backend.drop(label)
@@ -376,14 +378,15 @@ async def main(args: argparse.Namespace) -> None:
                         started = time.perf_counter()
                         store_id = await build_scaled(scaled, services, state["store_id"], n)
                         built = time.perf_counter() - started
-                        lat = await latency(scaled, store_id, questions, args.rounds)
+                        for ranker in args.rankers.split(","):
+                            lat = await latency(scaled, store_id, questions, args.rounds, ranker)
+                            print(
+                                f"| {n:,} | {ranker} | {built:.0f} | {lat['p50']:.1f} | {lat['p99']:.1f} | "
+                                f"{lat['index_p50']:.1f} | {lat['index_p99']:.1f} |",
+                                flush=True,
+                            )
                     if not args.keep:
                         backend.drop(label)
-                    print(
-                        f"| {n:,} | {built:.0f} | {lat['p50']:.1f} | {lat['p99']:.1f} | {lat['index_p50']:.1f} | "
-                        f"{lat['index_p99']:.1f} |",
-                        flush=True,
-                    )
     finally:
         backend.close()
 
@@ -395,6 +398,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="ingestion workers")
     p.add_argument("--scales", type=lambda v: [int(x) for x in v.split(",")], default=[10_000, 100_000])
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rankers", default="auto", help="comma-separated ranking_options.ranker values to time")
     p.add_argument("--results", type=Path, default=RESULTS, help="where ingested corpora are kept")
     p.add_argument("--fresh", action="store_true", help="ingest the corpus again")
     p.add_argument("--keep", action="store_true", help="keep the scaled stores")

@@ -53,8 +53,8 @@ RESULTS = HERE / "results" / "file_search_eval"
 KINDS = ("lookup", "paraphrase", "how-to", "numeric")
 
 
-def load_corpus(name: str) -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads((CORPORA / f"{name}.json").read_text())
+def load_corpus(name: str, folder: Path | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(((folder or CORPORA) / f"{name}.json").read_text())
     spec["name"] = name
     return spec
 
@@ -292,6 +292,7 @@ def check_passages(corpus: dict[str, Any]) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpora", default="sqlite,git")
+    p.add_argument("--questions", type=Path, default=CORPORA, help="the folder of the corpus files")
     p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--label", default="default", help="names the ingested store (a server configuration)")
     p.add_argument("--rankers", default="auto", help="comma-separated ranking_options.ranker values")
@@ -313,7 +314,7 @@ def main() -> None:
     if args.runtime:
         args.server_arg.append(f"--local-embedding-runtime={args.runtime}")
 
-    corpora = [load_corpus(n) for n in args.corpora.split(",")]
+    corpora = [load_corpus(n, args.questions) for n in args.corpora.split(",")]
     if args.max_files:
         for c in corpora:
             c["files"] = c["files"][: args.max_files]

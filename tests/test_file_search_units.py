@@ -22,7 +22,17 @@ from assistantd.tools.file_search.embed import (
     local_model_dir,
 )
 from assistantd.tools.file_search.pipeline import EMBED_BATCH, Stopped, embed_plan
-from assistantd.tools.file_search.rank import Ranked, combine, fuse_rrf, matches, rank, rewrite, spread, terms
+from assistantd.tools.file_search.rank import (
+    Ranked,
+    combine,
+    fuse_rrf,
+    lead,
+    matches,
+    rank,
+    rewrite,
+    spread,
+    terms,
+)
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +335,16 @@ def test_spread_keeps_one_chunk_per_file_in_the_head() -> None:
     assert [r.score for r in got] == [0.9, 0.7, 0.5, 0.5, 0.5]  # never above the last of the head
     assert spread(ranked, {}, head=3) == []
     assert [r.chunk for r in spread(ranked[:2], files, head=3)] == [1, 2]  # fewer files than places
+
+
+def test_lead_ranks_up_chunks_of_files_whose_opening_matches() -> None:
+    ranked = [Ranked(1, 0.70), Ranked(2, 0.66), Ranked(3, 0.60), Ranked(4, 0.50)]
+    # chunk 2's file opens on the question's subject; chunk 1's does not; chunk 4's file is unknown
+    openings = {1: 0.1, 2: 0.9, 3: 0.2, 4: 0.0}
+    got = lead(ranked, openings, weight=0.3)
+    assert [r.chunk for r in got] == [2, 1, 3, 4]  # 0.93 > 0.73 > 0.66 > 0.50
+    # the scores shown are the fused ones, never rising down the list (and so still above any threshold)
+    assert [r.score for r in got] == [0.66, 0.66, 0.60, 0.50]
+    assert [r.chunk for r in lead(ranked, {}, weight=0.3)] == [1, 2, 3, 4]  # no openings: unchanged
+    assert [r.chunk for r in lead(ranked, {3: 5.0, 1: -2.0}, weight=0.3)] == [3, 1, 2, 4]  # cosines clamped
+    assert lead([], openings) == []

@@ -433,3 +433,38 @@ def test_the_ranker_gives_each_file_one_of_the_first_places(api: Api) -> None:
     hits = call(api, service.search, "default", [vs], [query], max_num_results=5)
     assert len({h.filename for h in hits}) == 5
 
+
+GARDEN = "\n\n".join(
+    [
+        "Growing ferns in a shady garden. Ferns like moist soil rich in leaf mould, dappled light and "
+        "shelter from the wind; water them in dry spells and mulch them every spring.",
+        "Dividing ferns. Lift a clump in early spring, cut it into pieces that each have roots and a "
+        "crown, and replant them at the same depth; keep them watered until new fronds unfold.",
+        "Tree ferns need their trunks watered as well as their roots, and a wrap of straw in winter "
+        "where frosts are hard.",
+        "The old sundial by the fern bed tells the time from the shadow its pointer casts as the sun "
+        "crosses the sky; to read the hour, note which line the shadow of the pointer falls on.",
+    ]
+)
+SUNDIALS = (
+    "Sundials. Sundials were made of stone or brass and set up in gardens, squares and on church walls; "
+    "many carry a motto about the passing hours."
+)
+
+
+def test_the_auto_ranker_puts_the_page_about_the_subject_first(api: Api) -> None:
+    """``auto`` weighs each file by its opening too (``rank.lead``): the page about sundials goes before a
+    gardening page that mentions one in its last paragraph; ``default-2024-11-15`` (``spread`` alone) and
+    ``none`` keep the fused order, where that paragraph comes first."""
+    c = api.client
+    vs, _ = store_with(c, {"garden.txt": GARDEN, "sundials.txt": SUNDIALS}, chunking_strategy=SMALL_CHUNKS)
+    query = "how does a sundial tell the time from the shadow"
+    order: dict[str, list[str]] = {}
+    for ranker in ("none", "default-2024-11-15", "auto"):
+        got = search(c, vs, query=query, max_num_results=5, ranking_options={"ranker": ranker})["data"]
+        order[ranker] = [d["filename"] for d in got]
+        scores = [d["score"] for d in got]
+        assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert order["none"][0] == order["default-2024-11-15"][0] == "garden.txt", order
+    assert order["auto"][0] == "sundials.txt", order
+    assert search(c, vs, query=query, max_num_results=5)["data"][0]["filename"] == "sundials.txt"  # the default

@@ -25,7 +25,17 @@ from assistantd.store import keyword_search as keywords
 from assistantd.store import vector_stores as vrows
 from assistantd.store.dense_search import DenseSearch
 from assistantd.tools.file_search.embed import Embedder, EmbeddingError
-from assistantd.tools.file_search.rank import combine, matches, rank, spread, terms
+from assistantd.tools.file_search.rank import (
+    LEAD_SPREAD_HEAD,
+    SPREAD_HEAD,
+    Ranked,
+    combine,
+    lead,
+    matches,
+    rank,
+    spread,
+    terms,
+)
 
 log = logging.getLogger("assistantd.vector_stores")
 
@@ -57,6 +67,8 @@ class Candidates:
     queries: list[QueryCandidates]
     files: dict[int, vrows.Searchable]  # the searchable files by row seq
     allowed: set[int] | None  # the files the filter lets through (None: no filter)
+    vectors: NDArray[np.float32] | None = None  # the queries' vectors (None: keywords alone)
+    stores: dict[str, vrows.StoreRow] | None = None  # the stores searched, as read in this snapshot
 
 
 def expired_error(store_id: str) -> InvalidRequest:
@@ -99,14 +111,15 @@ class VectorSearch:
         score_threshold: float = 0.0,
         filters: dict[str, Any] | None = None,
         modes: Sequence[str] = ("keyword", "vector"),
-        rerank: bool = True,
+        ranker: str = "auto",
     ) -> list[SearchHit]:
         """The best chunks for the queries across the stores, best first, each scored in [0, 1].
 
         Raises NotFound for a store id that names no store of the project, InvalidRequest for an expired
         one. Files still being processed are not searched yet. ``modes`` narrows the search to keywords
-        or vectors alone (for evaluation; the API always searches both). ``rerank`` runs the reranking
-        stage over the fused list (``rank.spread``; the search endpoint's ``ranker: "none"`` turns it off).
+        or vectors alone (for evaluation; the API always searches both). ``ranker`` picks the reranking
+        stage over the fused list (``tools/file_search/rank.py``): ``auto`` (``lead`` then ``spread``),
+        ``default-2024-11-15`` (``spread``) or ``none``.
         """
         store_ids = list(dict.fromkeys(vector_store_ids))
         stores = await self.db.read(lambda conn: vrows.get_stores(conn, project, store_ids))
@@ -138,7 +151,7 @@ class VectorSearch:
 
         def finish(conn: Conn) -> list[SearchHit]:
             found = self._with_vectors(conn, project, store_ids, keyword, vectors, filters)
-            return [] if found is None else self._hits(conn, found, max_num_results, score_threshold, rerank)
+            return [] if found is None else self._hits(conn, found, max_num_results, score_threshold, ranker)
 
         hits = await self.db.read(finish)
         await self._touch_after_search(project, stores)
@@ -160,23 +173,26 @@ class VectorSearch:
         threshold: float,
         filters: dict[str, Any] | None,
         modes: Sequence[str],
-        rerank: bool = True,
+        ranker: str = "auto",
     ) -> list[SearchHit]:
         """The whole search in one snapshot, given the query vectors (the benchmark times this)."""
         found = self.candidates(conn, project, store_ids, queries, vectors, filters, modes)
-        return [] if found is None else self._hits(conn, found, limit, threshold, rerank)
+        return [] if found is None else self._hits(conn, found, limit, threshold, ranker)
 
-    def _hits(self, conn: Conn, found: Candidates, limit: int, threshold: float, rerank: bool) -> list[SearchHit]:
+    def _hits(self, conn: Conn, found: Candidates, limit: int, threshold: float, ranker: str) -> list[SearchHit]:
         fused = rank(combine(q.keyword, q.vector) for q in found.queries)
         top = [r for r in fused if r.score >= threshold]
-        if rerank:  # after the threshold: a reranked score never falls below the head's last, kept, one
+        if ranker != "none":  # after the threshold: a reranked score never falls below the head's last, kept, one
             head = top[:RERANK_DEPTH]
             file_of = {
                 chunk: f
                 for chunk, f in chunk_rows.chunk_files(conn, [r.chunk for r in head]).items()
                 if f in found.files and (found.allowed is None or f in found.allowed)
             }
-            top = spread(head, file_of) + top[RERANK_DEPTH:]
+            places = SPREAD_HEAD
+            if ranker == "auto" and found.vectors is not None:  # keywords alone: ``spread`` as measured
+                head, places = self._lead(conn, found, head, file_of), LEAD_SPREAD_HEAD
+            top = spread(head, file_of, places) + top[RERANK_DEPTH:]
         texts = chunk_rows.chunk_texts(conn, [r.chunk for r in top[: limit * 2]])
         hits: list[SearchHit] = []
         for ranked in top:
@@ -190,6 +206,24 @@ class VectorSearch:
                 continue  # a file being processed again: its old chunks are on their way out
             hits.append(SearchHit(f.file_id, f.filename, round(ranked.score, 6), chunk[1], f.attributes, f.store_id))
         return hits
+
+    def _lead(self, conn: Conn, found: Candidates, head: list[Ranked], file_of: dict[int, int]) -> list[Ranked]:
+        """``rank.lead`` over the head: each chunk's file's first chunk scored for the queries as any
+        chunk is (``combine``: its cosine and, when it is among a query's keyword matches, its keyword
+        relevance; the best over the queries). Without query vectors (keywords alone) the head stays."""
+        if found.vectors is None or found.stores is None or not file_of:
+            return head
+        openings = chunk_rows.first_chunks(conn, sorted(set(file_of.values())))
+        wanted = set(openings.values())
+        best: dict[int, float] = {}
+        for q, query in zip(found.queries, found.vectors, strict=True):
+            known = q.vector or {}
+            cosine = {c: known[c] for c in wanted if c in known}
+            cosine.update(self._similarities(conn, found.stores, [c for c in wanted if c not in known], query))
+            for chunk, score in combine([(c, s) for c, s in q.keyword if c in wanted], cosine).items():
+                best[chunk] = max(score, best.get(chunk, 0.0))
+        by_file = {f: best[c] for f, c in openings.items() if c in best}
+        return lead(head, {chunk: by_file[f] for chunk, f in file_of.items() if f in by_file})
 
     def candidates(
         self,
@@ -285,7 +319,7 @@ class VectorSearch:
                 missing = [seq for seq, _ in ranked if seq not in similar]
                 similar.update(self._similarities(conn, fresh, missing, vectors[i]))
             per_query.append(QueryCandidates(ranked, similar))
-        return Candidates(per_query, {f.seq: f for f in files}, allowed)
+        return Candidates(per_query, {f.seq: f for f in files}, allowed, vectors, fresh)
 
     def _similarities(
         self, conn: Conn, stores: dict[str, vrows.StoreRow], chunks: list[int], query: NDArray[np.float32]

@@ -479,7 +479,7 @@ class VectorStoreService:
             max_num_results=req.max_num_results or DEFAULT_RESULTS,
             score_threshold=(ranking.score_threshold or 0.0) if ranking else 0.0,
             filters=dump(req.filters),
-            rerank=not (ranking is not None and ranking.ranker == "none"),
+            ranker=(ranking.ranker if ranking is not None else None) or "auto",
         )
         return {
             "object": "vector_store.search_results.page",

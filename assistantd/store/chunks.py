@@ -143,3 +143,17 @@ def load_vectors(conn: Conn, vsf_seq: int, model: str) -> tuple[NDArray[np.int64
         return seqs, np.zeros((0, 0), np.float32)
     matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
     return seqs, matrix.astype(np.float32, copy=False)
+
+
+def first_chunks(conn: Conn, file_seqs: Sequence[int]) -> dict[int, int]:
+    """{file seq: seq of its first chunk} for those of the files (vector store file rows) that have one: the
+    file's opening (title, name line, first paragraphs), which the ``auto`` ranker compares with the
+    question (``tools/file_search/rank.py``, ``lead``)."""
+    if not file_seqs:
+        return {}
+    rows = conn.fetchall(
+        f"SELECT vsf_seq, MIN(seq) FROM vector_store_chunks WHERE vsf_seq IN ({marks(len(file_seqs))}) "
+        "AND chunk_index = 0 GROUP BY vsf_seq",
+        list(file_seqs),
+    )
+    return {int(r[0]): int(r[1]) for r in rows}

@@ -258,6 +258,20 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        6,
+        "chunks indexed by file and position",
+        [
+            # The auto ranker reads the first chunk of each candidate file (store/chunks.py, first_chunks): with the
+            # file alone indexed, that read scanned every chunk of those files (30 ms at 100k chunks in files
+            # of 2,000). The pair serves every lookup by file the old index served.
+            "CREATE INDEX vector_store_chunks_file_position ON vector_store_chunks (vsf_seq, chunk_index)",
+            "DROP INDEX vector_store_chunks_file",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

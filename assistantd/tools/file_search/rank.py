@@ -10,15 +10,39 @@ keyword-only search on both backends, and reciprocal rank fusion of the same lis
 of the best possible rank sum) say nothing about relevance; it was flat for K within 2x and for weights
 from 0.7 to 0.85. With several queries a chunk keeps its best score.
 
-Reranking (``ranker`` ``auto`` and OpenAI's dated names; ``none`` skips it). The fused list puts a page
-first as often as its chunks score well, so one page that shares the question's everyday words can fill
-the first places and push the page that answers down. ``spread`` lets each file take at most one of the
-first ``SPREAD_HEAD`` places; a file's further chunks follow them, in score order. On the dev split of
-bench/file_search_eval.py (81 questions, two Debian manuals, SQLite backend) this raised recall@5
-0.901 -> 0.914 and MRR 0.771 -> 0.785 with recall@20 and passage@20 unchanged, and on its test split
-recall@5 0.912 -> 0.988, MRR 0.793 -> 0.812 (PostgreSQL: 0.938 -> 0.975, 0.756 -> 0.776). Tried and
-not kept (dev): decaying each further chunk of a file by 0.8-0.95 per chunk (pushes answer passages out
-of the top 20), one chunk per file in the first 10 or 3, two in the first 5.
+Reranking, by ``ranking_options.ranker``: ``none`` keeps the fused order; ``default-2024-11-15`` runs
+``spread`` alone (one place per file in the first 5); ``auto`` (the default, and what a run's file_search
+tool uses) runs ``lead``, then ``spread`` over the first ``LEAD_SPREAD_HEAD`` (10) places. Both work on
+the best ``RERANK_DEPTH`` fused chunks (service/vector_search.py).
+
+``spread``. The fused list puts a page first as often as its chunks score well, so one page that shares
+the question's everyday words can fill the first places and push the page that answers down. ``spread``
+lets each file take at most one of the first ``SPREAD_HEAD`` places; a file's further chunks follow them,
+in score order. On the dev split of bench/file_search_eval.py (81 questions, two Debian manuals, SQLite
+backend) this raised recall@5 0.901 -> 0.914 and MRR 0.771 -> 0.785 with recall@20 and passage@20
+unchanged, and on its test split recall@5 0.912 -> 0.988, MRR 0.793 -> 0.812 (PostgreSQL: 0.938 ->
+0.975, 0.756 -> 0.776). Tried and not kept (dev): decaying each further chunk of a file by 0.8-0.95 per
+chunk (pushes answer passages out of the top 20), one chunk per file in the first 10 or 3, two in the
+first 5.
+
+``lead`` (before ``spread`` in ``auto``). A chunk also counts by how well its file's opening matches the
+question: ``score + 0.4 * score of the file's first chunk`` (the page's title, name line and first
+paragraphs; that chunk scored as any other, cosine and keywords). A page whose body shares the question's
+words but whose subject is something else falls behind the page about it. On the dev split of the
+308-question set (157 questions, SQLite), against ``spread`` alone: recall@5 0.860 -> 0.879, MRR 0.687
+-> 0.710, paraphrase MRR 0.588 -> 0.634, lookup MRR 0.974 (unchanged), recall@20 0.930 and passage@20
+0.911 unchanged; flat for weights 0.3-0.6. The cosine of the first chunk alone (weight 0.3) gave a
+higher MRR (0.717) but lost lookups (MRR 0.974 -> 0.947: a page that names the function in its body fell
+behind a neighbour about the same subject), so the opening is scored with its keywords. Tried on the same
+split and not kept (bench/file_search_rerank_lab.py): the page title embedded apart, the mean of all of
+a file's chunks, the mean of its best 1-3 chunks or candidates (at most +0.01 MRR, or worse), adding
+files whose opening matches but no chunk was a candidate (no change), a Rocchio expansion of the query
+vector by its top 1-5 chunks (-0.02 to +0.00 MRR), question words ("how do I") stripped before embedding
+(-0.001), a higher vector weight when no keyword matches well (worse), the store's mean vector taken off
+both sides (worse), and a 7-feature linear model fitted on dev (no better than ``lead`` across corpora).
+After ``lead``, one place per file in the first 10 instead of 5 raised dev recall@20 0.930 -> 0.949, MRR
+0.710 -> 0.716 and passage@20 0.911 -> 0.917 (without ``lead`` it had cost passage@20); 15 or 20 places
+cost passage@20 (lab: 0.904, 0.815).
 """
 
 from __future__ import annotations
@@ -36,6 +60,9 @@ def _word_set(text: str) -> frozenset[str]:
 RRF_K = 60
 VECTOR_WEIGHT = 0.8
 SPREAD_HEAD = 5  # the first places where a file may appear once (see the module notes)
+LEAD_SPREAD_HEAD = 10  # the same after ``lead`` (``ranker: auto``; module notes)
+LEAD_WEIGHT = 0.4  # how much a file's opening (its first chunk) counts in ``ranker: auto`` (module notes)
+RANKERS = ("none", "default-2024-11-15", "auto")  # what each does: the module notes
 
 # English function words: left out of keyword queries (they match everything and rank nothing).
 STOPWORDS = _word_set(
@@ -192,6 +219,23 @@ def fuse_rrf(lists: Iterable[Sequence[int]], *, n_lists: int | None = None, k: i
     top = total / (k + 1)
     ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
     return [Ranked(chunk, min(1.0, s / top)) for chunk, s in ordered]
+
+
+def lead(ranked: Sequence[Ranked], opening: Mapping[int, float], weight: float = LEAD_WEIGHT) -> list[Ranked]:
+    """Reorder a best-first list by ``score + weight * score of the chunk's file's first chunk``
+    (``opening``: chunk -> that score, clamped to [0, 1]; a chunk it does not name gets no bonus).
+    The scores shown stay the fused ones made non-increasing down the list (each at most the one before
+    it), so they keep their absolute meaning and a ``score_threshold`` already applied still holds."""
+    keyed = sorted(
+        enumerate(ranked),
+        key=lambda item: (-(item[1].score + weight * max(0.0, min(1.0, opening.get(item[1].chunk, 0.0)))), item[0]),
+    )
+    out: list[Ranked] = []
+    ceiling = 1.0
+    for _, r in keyed:
+        ceiling = min(ceiling, r.score)
+        out.append(Ranked(r.chunk, ceiling))
+    return out
 
 
 def spread(ranked: Sequence[Ranked], file_of: Mapping[int, int], head: int = SPREAD_HEAD) -> list[Ranked]:
