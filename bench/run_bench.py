@@ -60,6 +60,7 @@ KEY = "sk-bench"  # with no keys configured the server accepts any key on loopba
 OVERHEAD_MODEL = "bench-overhead"  # answered by the upstream's default (--ttft-ms/--delay-ms/--tokens)
 LOAD_MODEL = "bench-load"  # answered by turns queued through /_script (--load-*)
 PROMPT = "Say something."
+UPSTREAM_KEEPALIVE_S = 5  # uvicorn's default timeout_keep_alive, which the scripted upstream keeps
 
 # ------------------------------------------------------------------------------------ raw HTTP client
 
@@ -440,12 +441,14 @@ def assistantd(
 
 
 def start_profile(args: argparse.Namespace, backend: str, pid: int) -> subprocess.Popen[bytes] | None:
-    if not args.profile or not shutil.which("py-spy"):
+    # py-spy from PATH, or installed beside this interpreter (a venv's bin/ need not be on PATH)
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not args.profile or not spy:
         return None
     path = Path(args.profile)
     out = path.with_name(f"{path.stem}-{backend}{path.suffix}")
     kind = "raw" if path.suffix == ".txt" else "flamegraph"
-    cmd = ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", kind, "--output", str(out)]
+    cmd = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", kind, "--output", str(out)]
     cmd += ["--threads", "--nonblocking"] if args.profile_threads else ["--nonblocking"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the burst starts
@@ -467,7 +470,8 @@ def pct(values: list[float], p: float) -> float:
 @dataclass
 class Row:
     backend: str
-    case: str  # "direct", "assistantd", "sdk direct", "sdk assistantd", "load direct", "load assistantd"
+    # "direct", "assistantd", "sdk direct", "sdk assistantd", "load direct", "load passthrough", "load assistantd"
+    case: str
     streams: int
     concurrency: int
     errors: int
@@ -647,7 +651,7 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
     api = await Conn(server_port).open()
     assistant = await api.json("POST", "/v1/assistants", {"model": LOAD_MODEL, "name": "bench load"})
     api.close()
-    threads = await new_threads(server_port, n)
+    threads = await new_threads(server_port, n) if "runs" in args.target else []
 
     async def burst(port: int, path_body: list[tuple[str, dict[str, Any]]], run: bool) -> tuple[list[Stream], float]:
         # Both sides script their turns the same way; assistantd's go through it to the upstream.
@@ -680,35 +684,46 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
         return results, time.perf_counter() - t0
 
     rows = []
+    chat = [("/v1/chat/completions", chat_body(LOAD_MODEL))] * n
     meter = Meter(env)
-    direct, wall = await burst(upstream_port, [("/v1/chat/completions", chat_body(LOAD_MODEL))] * n, run=False)
+    direct, wall = await burst(upstream_port, chat, run=False)
     cpu = meter.done()
     rows.append(row(backend, "load direct", direct, n, wall=wall, others_pct=cpu["others_pct"], extra=cpu))
 
-    pid = env.server.pid
-    reset = reset_peak_rss(pid)
-    rss0 = status_kb(pid, "VmRSS")
-    body = run_body(assistant["id"])
-    spy = start_profile(args, backend, pid) if n == max(args.concurrency) else None
-    meter = Meter(env)
-    runs, wall = await burst(server_port, [(f"/v1/threads/{t}/runs", body) for t in threads], run=True)
-    cpu = meter.done()
-    if spy is not None:
-        stop(spy)
-    peak = status_kb(pid, "VmHWM")
-    rows.append(
-        row(
+    async def through_server(case: str, path_body: list[tuple[str, dict[str, Any]]], run: bool) -> Row:
+        pid = env.server.pid
+        reset = reset_peak_rss(pid)
+        rss0 = status_kb(pid, "VmRSS")
+        spy = start_profile(args, f"{backend}-{case.split()[-1]}", pid) if n == max(args.concurrency) else None
+        meter = Meter(env)
+        results, wall = await burst(server_port, path_body, run=run)
+        cpu = meter.done()
+        if spy is not None:
+            stop(spy)
+        return row(
             backend,
-            "load assistantd",
-            runs,
+            case,
+            results,
             n,
             wall=wall,
-            peak_rss_mb=peak / 1024,
+            peak_rss_mb=status_kb(pid, "VmHWM") / 1024,
             server_cpu_s=cpu["server_cpu_s"],
             others_pct=cpu["others_pct"],
             extra={**cpu, "rss_before_mb": rss0 / 1024, "peak_reset": reset},
         )
-    )
+
+    if "passthrough" in args.target:
+        # The floor of the stack: the same chat request through the server's own pass-through (same HTTP
+        # server and upstream client, no run engine, no database).
+        rows.append(await through_server("load passthrough", chat, run=False))
+    if "runs" in args.target:
+        if "passthrough" in args.target:
+            # The pass-through burst left the server a pool of open upstream connections; the runs would
+            # start on them warm. The upstream closes idle ones after 5 s (uvicorn's keep-alive timeout),
+            # so both bursts start cold.
+            await asyncio.sleep(UPSTREAM_KEEPALIVE_S + 1)
+        body = run_body(assistant["id"])
+        rows.append(await through_server("load assistantd", [(f"/v1/threads/{t}/runs", body) for t in threads], True))
     control.close()
     return rows
 
@@ -788,12 +803,18 @@ def print_overhead(rows: list[Row], args: argparse.Namespace) -> None:
                     f"{a.extra['paired_ttft_added_ms_p50']:+.1f} ms, total {a.extra['paired_total_ratio_p50']:.3f}x"
                 )
         for n in args.concurrency:
-            a = by.get((backend, "load assistantd", n))
-            if a:
+            d = by.get((backend, "load direct", n))
+            for case, what in (("load passthrough", "pass-through"), ("load assistantd", "runs")):
+                a = by.get((backend, case, n))
+                if not a:
+                    continue
+                ratio = a.ttft_p50 / d.ttft_p50 if d and d.ttft_p50 == d.ttft_p50 else float("nan")
                 lines.append(
-                    f"  {backend:<8} {n:>5} concurrent streams: {a.errors} errors (target 0), "
-                    f"first delta p50 {fmt(a.ttft_p50)} ms / p99 {fmt(a.ttft_p99)} ms (ideal "
-                    f"{args.load_ttft_ms:g} ms), peak RSS {fmt(a.peak_rss_mb, '.0f')} MB"
+                    f"  {backend:<8} {n:>5} concurrent {what}: {a.errors} errors (target 0), "
+                    f"first text p50 {fmt(a.ttft_p50)} ms = {fmt(ratio, '.2f')}x direct "
+                    f"({fmt(d.ttft_p50 if d else None)} ms), p99 {fmt(a.ttft_p99)} ms "
+                    f"(ideal {args.load_ttft_ms:g} ms), {fmt(cpu_per_stream_ms(a), '.2f')} ms server CPU per "
+                    f"stream, peak RSS {fmt(a.peak_rss_mb, '.0f')} MB"
                 )
     if lines:
         print("\nMeasured in this run (information, not pass/fail):")
@@ -861,6 +882,12 @@ def main() -> None:
     p.add_argument("--load-ttft-ms", type=float, default=200.0, help="upstream time to first token (load)")
     p.add_argument("--load-delay-ms", type=float, default=50.0, help="upstream delay between tokens (load)")
     p.add_argument("--load-tokens", type=int, default=100, help="tokens per answer (load)")
+    p.add_argument(
+        "--target",
+        default="runs",
+        help="comma-separated, what the concurrent streams go through on the server: runs (streamed runs), "
+        "passthrough (the same chat request as the direct burst, through POST /v1/chat/completions)",
+    )
     p.add_argument("--stream-timeout", type=float, default=300.0, help="seconds before a stream is an error")
     p.add_argument("--log-level", default="info", help="the server's log level (its default is info)")
     p.add_argument(
@@ -882,6 +909,9 @@ def main() -> None:
     args = p.parse_args()
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.target = [t.strip() for t in args.target.split(",") if t.strip()]
+    if not args.target or set(args.target) - {"runs", "passthrough"}:
+        p.error("--target takes runs, passthrough or both")
 
     # 1,000 streams need 2,000+ descriptors here (client sockets) and as many in the server.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
