@@ -450,6 +450,8 @@ def start_profile(args: argparse.Namespace, backend: str, pid: int) -> subproces
     kind = "raw" if path.suffix == ".txt" else "flamegraph"
     cmd = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", kind, "--output", str(out)]
     cmd += ["--threads", "--nonblocking"] if args.profile_threads else ["--nonblocking"]
+    if args.profile_gil:
+        cmd.append("--gil")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the burst starts
     return proc
@@ -904,6 +906,11 @@ def main() -> None:
         "into this file (.svg flame graph, or .txt for collapsed stacks)",
     )
     p.add_argument("--profile-threads", action="store_true", help="py-spy: one stack tree per thread")
+    p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="py-spy: only samples of the thread holding the GIL (what limits one process on one core)",
+    )
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--baseline", help="--json file(s) from earlier runs (comma-separated), shown beside this one")
     args = p.parse_args()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -75,6 +76,36 @@ class OpenMessage:
         return rows.dumps(message)
 
 
+@dataclass
+class Begun:
+    """A run stored in_progress by the transaction that created it: what ``_begin`` would have read."""
+
+    queued: dict[str, Any]  # the run as created, what the ``created``/``queued`` events show
+    started: dict[str, Any]  # the same, in_progress, as stored
+    state: RunState
+    context: RunContext
+
+
+def run_started(run: dict[str, Any]) -> dict[str, Any]:
+    """A queued run as it starts executing."""
+    return {**run, "status": "in_progress", "started_at": run["started_at"] or now()}
+
+
+def new_run_context(conn: Conn, project: str, thread: dict[str, Any], assistant: dict[str, Any]) -> RunContext:
+    """What a run being created in this transaction needs for its first model call: it has no steps yet,
+    and its thread and assistant were just read."""
+    return RunContext(
+        messages=run_rows.thread_messages(conn, project, thread["id"]), steps=[], thread=thread, assistant=assistant
+    )
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Marks a background write's error as seen: the execution re-raises it when it awaits the write, and
+    an execution that stopped without writing again (its run taken over elsewhere) has nothing to add."""
+    if not task.cancelled():
+        task.exception()
+
+
 class RunExecutor:
     def __init__(self, engine: Engine, project: str, run_id: str) -> None:
         self.engine = engine
@@ -92,6 +123,7 @@ class RunExecutor:
         self.started = False  # a task cancelled before its first step never runs its own handlers
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
+        self._inserting: asyncio.Future[None] | None = None  # the open message's insert (``_open_message``)
 
     # --- events out -------------------------------------------------------------------------------
 
@@ -101,20 +133,28 @@ class RunExecutor:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    async def execute(self, *, announce: bool, resumed_step: dict[str, Any] | None) -> None:
+    async def execute(self, *, announce: bool, resumed_step: dict[str, Any] | None, begun: Begun | None = None) -> None:
         self.started = True
         try:
-            begun = await self.db.write(self._begin)
-            if begun is None:
-                return  # deleted before it started
-            queued, context = begun
+            queued: dict[str, Any] | None
+            context: RunContext | None
+            if begun is not None:
+                # Stored in_progress by the creating transaction: nothing to read or write before the model call.
+                self.run, self.state = begun.started, begun.state
+                queued, context = begun.queued, begun.context
+            else:
+                loaded = await self.db.write(self._begin)
+                if loaded is None:
+                    return  # deleted before it started
+                queued, context = loaded
+            shown = orjson.dumps(queued or self.run)  # one serialization for both events
             if announce:
-                self.emit("thread.run.created", queued or self.run)
+                self.engine.bus.publish(self.run_id, "thread.run.created", shown)
             if resumed_step is not None:
                 self.emit("thread.run.step.completed", resumed_step)
             if not self.resume:
-                self.emit("thread.run.queued", queued or self.run)
-            if queued is None or context is None:
+                self.engine.bus.publish(self.run_id, "thread.run.queued", shown)
+            if queued is None or context is None or self.cancel_requested:
                 await self._end(RunFinished("cancelled"))  # a cancel landed before we started
                 return
             self.emit("thread.run.in_progress", self.run)
@@ -188,7 +228,7 @@ class RunExecutor:
         else:
             if status != "queued":
                 return None, None
-            started = {**record.run, "status": "in_progress", "started_at": record.run["started_at"] or now()}
+            started = run_started(record.run)
             if not run_rows.save(conn, self.project, started, expect="queued"):
                 return None, None
             queued = record.run
@@ -236,10 +276,10 @@ class RunExecutor:
             return False
         await self._flush()
         if isinstance(event, MessageOpened):
-            await self._open_message(event)
+            self._open_message(event)
         elif isinstance(event, ToolStepOpened):
             step = event.step
-            await self.db.write(lambda c: run_rows.insert_step(c, self.project, step))
+            await self._write(lambda c: run_rows.insert_step(c, self.project, step))
             self.emit("thread.run.step.created", step)
             self.emit("thread.run.step.in_progress", step)
         elif isinstance(event, StepCompleted):
@@ -249,12 +289,12 @@ class RunExecutor:
                 run_rows.save_step(conn, self.project, step)
                 run_rows.save(conn, self.project, run, state)
 
-            await self.db.write(done)
+            await self._write(done)
             self.emit("thread.run.step.completed", step)
         elif isinstance(event, EffectsStarting):
             run, state = self.run, self.state.to_json()
             # A cancel meanwhile leaves the stored status alone; the cancel poll then stops the call.
-            await self.db.write(lambda c: run_rows.save(c, self.project, run, state, expect="in_progress"))
+            await self._write(lambda c: run_rows.save(c, self.project, run, state, expect="in_progress"))
         elif isinstance(event, RequiresAction):
             await self._requires_action(event)
             return True
@@ -275,14 +315,26 @@ class RunExecutor:
                 write(conn)
             return extra(conn) if extra is not None else None
 
-        result = await self.db.write(tx)
+        result = await self._write(tx)
         del self._deferred[: len(deferred)]
         for _, events in deferred:
             for name, data in events:
                 self.engine.bus.publish(self.run_id, name, data)
         return result
 
-    async def _open_message(self, event: MessageOpened) -> None:
+    async def _write(self, fn: Callable[[Conn], Any]) -> Any:
+        """Every write of the execution after its start: the message being inserted is stored first."""
+        pending = self._inserting
+        if pending is not None:
+            try:
+                # Shielded: a cancel of this run must not cancel the insert that what follows builds on.
+                await asyncio.shield(pending)  # its error, if it failed, fails the run here
+            finally:
+                if pending.done():
+                    self._inserting = None
+        return await self.db.write(fn)
+
+    def _open_message(self, event: MessageOpened) -> None:
         message, step = event.message, event.step
 
         def tx(conn: Conn) -> None:
@@ -291,7 +343,11 @@ class RunExecutor:
                 conn, rows.MESSAGES, self.project, message, thread_id=message["thread_id"], run_id=message["run_id"]
             )
 
-        await self.db.write(tx)
+        # Not waited for: the first delta goes out now, not after a trip through the database queue (under
+        # load, behind every other run's writes). Every later write of this run waits for it (``_write``);
+        # the periodic save of streamed text updates the row only once it exists.
+        self._inserting = asyncio.ensure_future(self.db.write(tx))
+        self._inserting.add_done_callback(_retrieved)
         self.open_message = OpenMessage(self.project, message)
         self.engine.watch_message(self.open_message)
         self.emit("thread.run.step.created", step)
@@ -342,7 +398,7 @@ class RunExecutor:
                 raise _Cancelled()  # rolls the step back too; the cancel wins
 
         try:
-            await self.db.write(tx)
+            await self._write(tx)
         except _Cancelled:
             # The step stays open: it is closed as cancelled with the run.
             run["status"], run["required_action"] = "in_progress", None
