@@ -42,7 +42,7 @@ from assistantd.engine.takeover import in_context
 from assistantd.engine.turns import RunContext, TurnLoop
 from assistantd.llm.base import UpstreamError
 from assistantd.llm.router import NoRoute
-from assistantd.observability.hooks import log_run_ended, run_span
+from assistantd.observability.hooks import RunCalls, log_run_ended, run_span
 from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
@@ -123,6 +123,7 @@ class RunExecutor:
         self.started = False  # a task cancelled before its first step never runs its own handlers
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
+        self.calls: RunCalls | None = None  # its model calls, for its log line
         self._inserting: asyncio.Future[None] | None = None  # the open message's insert (``_open_message``)
 
     # --- events out -------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ class RunExecutor:
             # Model and tool call spans nest under the run's span (observability/hooks.py).
             with run_span(
                 project=self.project, thread_id=self.run["thread_id"], run_id=self.run_id, model=self.run["model"]
-            ):
+            ) as self.calls:
                 route = self.engine.router.resolve(self.run["model"])
                 self.loop = TurnLoop(
                     project=self.project,
@@ -474,6 +475,7 @@ class RunExecutor:
             status=status,
             started_at=self.run.get("started_at") or self.run.get("created_at"),
             last_error=finished.last_error,
+            calls=self.calls,
         )
 
     def _announce(self, closed: Closed) -> None:
