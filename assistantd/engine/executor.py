@@ -124,7 +124,11 @@ class RunExecutor:
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
         self.calls: RunCalls | None = None  # its model calls, for its log line
-        self._inserting: asyncio.Future[None] | None = None  # the open message's insert (``_open_message``)
+        self._inserting: asyncio.Future[None] | None = None
+        self._delta_prefix: tuple[str, bytes] = (
+            "",
+            b"",
+        )  # (message id, its text deltas' bytes before the value)  # the open message's insert (``_open_message``)
 
     # --- events out -------------------------------------------------------------------------------
 
@@ -362,13 +366,24 @@ class RunExecutor:
             self.open_message = None
 
     def _on_text(self, event: TextDelta) -> None:
-        part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": event.value}}
-        if event.annotations is not None:
+        if event.annotations is None:
+            # The common delta, built around its value from a per-message prefix: the same bytes as the
+            # object below would serialize to, without building and serializing that object per token.
+            if self._delta_prefix[0] != event.message_id:
+                head = orjson.dumps({"id": event.message_id, "object": "thread.message.delta"})[:-1]
+                self._delta_prefix = (
+                    event.message_id,
+                    head + b',"delta":{"content":[{"index":0,"type":"text","text":{"value":',
+                )
+            data = self._delta_prefix[1] + orjson.dumps(event.value) + b"}}]}}"
+            self.engine.bus.publish(self.run_id, "thread.message.delta", data)
+        else:
+            part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": event.value}}
             part["text"]["annotations"] = event.annotations
-        self.emit(
-            "thread.message.delta",
-            {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}},
-        )
+            self.emit(
+                "thread.message.delta",
+                {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}},
+            )
         open_message = self.open_message
         if open_message is not None:
             open_message.text.append(event.value)
