@@ -146,6 +146,7 @@ class Conn:
 class Stream:
     ok: bool = False
     error: str = ""
+    head: float = float("nan")  # seconds from sending the request to the response's head
     ttft: float = float("nan")  # seconds from sending the request to the first text
     total: float = float("nan")  # seconds from sending the request to the end of the response
     deltas: int = 0
@@ -159,6 +160,7 @@ async def stream(conn: Conn, path: str, body: dict[str, Any], expected: str, *, 
     t0 = time.perf_counter()
     try:
         status, _ = await conn.request("POST", path, body)
+        out.head = time.perf_counter() - t0
         if status != 200:
             raw = b"".join([c async for c in conn.chunks()])
             out.error = f"HTTP {status}: {raw[:200]!r}"
@@ -274,9 +276,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time of a process (all threads), or of one of its threads."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -336,17 +340,20 @@ class Meter:
         self.t0 = time.perf_counter()
         self.start = self._sample()
 
-    def _sample(self) -> tuple[float, float, float, float, float]:
+    def _sample(self) -> tuple[float, float, float, float, float, float]:
         env = self.env
         db = sum(cpu_seconds(p) for p in env.pg.pids()) if env.pg else 0.0
         busy = busy_seconds(env.server_cpus) if env.server_cpus else 0.0
-        return cpu_seconds(env.server.pid), db, cpu_seconds(env.upstream.pid), time.process_time(), busy
+        pid = env.server.pid
+        main = cpu_seconds(pid, thread=pid)  # the event loop's thread; the rest is the database threads
+        return cpu_seconds(pid), db, cpu_seconds(env.upstream.pid), time.process_time(), busy, main
 
     def done(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
-        srv, db, up, client, busy = (b - a for a, b in zip(self.start, self._sample(), strict=True))
+        srv, db, up, client, busy, main = (b - a for a, b in zip(self.start, self._sample(), strict=True))
         out: dict[str, Any] = {
             "server_cpu_s": srv,
+            "server_loop_cpu_s": main,
             "db_cpu_s": db if self.env.pg else None,
             "upstream_cpu_s": up,
             "client_cpu_s": client,
@@ -491,7 +498,7 @@ class Row:
 
 def row(backend: str, case: str, results: list[Stream], concurrency: int, **kw: Any) -> Row:
     errs = [r for r in results if not r.ok]
-    return Row(
+    out = Row(
         backend=backend,
         case=case,
         streams=len(results),
@@ -504,6 +511,11 @@ def row(backend: str, case: str, results: list[Stream], concurrency: int, **kw: 
         first_error=errs[0].error if errs else "",
         **kw,
     )
+    # When the response's head came (for a run: once it was created): what of the first text's wait
+    # was before it, and what after.
+    out.extra["head_p50"] = pct([r.head for r in results if r.ok], 50) * 1000
+    out.extra["head_p99"] = pct([r.head for r in results if r.ok], 99) * 1000
+    return out
 
 
 async def new_threads(port: int, n: int, workers: int = 16) -> list[str]:
@@ -816,7 +828,9 @@ def print_overhead(rows: list[Row], args: argparse.Namespace) -> None:
                     f"first text p50 {fmt(a.ttft_p50)} ms = {fmt(ratio, '.2f')}x direct "
                     f"({fmt(d.ttft_p50 if d else None)} ms), p99 {fmt(a.ttft_p99)} ms "
                     f"(ideal {args.load_ttft_ms:g} ms), {fmt(cpu_per_stream_ms(a), '.2f')} ms server CPU per "
-                    f"stream, peak RSS {fmt(a.peak_rss_mb, '.0f')} MB"
+                    f"stream ({fmt(a.extra.get('server_loop_cpu_s', 0) / a.streams * 1000, '.2f')} in the event "
+                    f"loop's thread), peak RSS {fmt(a.peak_rss_mb, '.0f')} MB; response head p50 "
+                    f"{fmt(a.extra.get('head_p50'))} ms, p99 {fmt(a.extra.get('head_p99'))} ms"
                 )
     if lines:
         print("\nMeasured in this run (information, not pass/fail):")
