@@ -124,11 +124,9 @@ class RunExecutor:
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
         self.calls: RunCalls | None = None  # its model calls, for its log line
-        self._inserting: asyncio.Future[None] | None = None
-        self._delta_prefix: tuple[str, bytes] = (
-            "",
-            b"",
-        )  # (message id, its text deltas' bytes before the value)  # the open message's insert (``_open_message``)
+        self._inserting: asyncio.Future[None] | None = None  # the open message's insert (``_open_message``)
+        # The open message's id, and its text deltas' bytes before the value (``_on_text``).
+        self._delta_prefix: tuple[str, bytes] = ("", b"")
 
     # --- events out -------------------------------------------------------------------------------
 
