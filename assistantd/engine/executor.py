@@ -99,13 +99,6 @@ def new_run_context(conn: Conn, project: str, thread: dict[str, Any], assistant:
     )
 
 
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """Marks a background write's error as seen: the execution re-raises it when it awaits the write, and
-    an execution that stopped without writing again (its run taken over elsewhere) has nothing to add."""
-    if not task.cancelled():
-        task.exception()
-
-
 class RunExecutor:
     def __init__(self, engine: Engine, project: str, run_id: str) -> None:
         self.engine = engine
@@ -124,7 +117,6 @@ class RunExecutor:
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
         self.calls: RunCalls | None = None  # its model calls, for its log line
-        self._inserting: asyncio.Future[None] | None = None  # the open message's insert (``_open_message``)
         # The open message's id, and its text deltas' bytes before the value (``_on_text``).
         self._delta_prefix: tuple[str, bytes] = ("", b"")
 
@@ -279,10 +271,10 @@ class RunExecutor:
             return False
         await self._flush()
         if isinstance(event, MessageOpened):
-            self._open_message(event)
+            await self._open_message(event)
         elif isinstance(event, ToolStepOpened):
             step = event.step
-            await self._write(lambda c: run_rows.insert_step(c, self.project, step))
+            await self.db.write(lambda c: run_rows.insert_step(c, self.project, step))
             self.emit("thread.run.step.created", step)
             self.emit("thread.run.step.in_progress", step)
         elif isinstance(event, StepCompleted):
@@ -292,12 +284,12 @@ class RunExecutor:
                 run_rows.save_step(conn, self.project, step)
                 run_rows.save(conn, self.project, run, state)
 
-            await self._write(done)
+            await self.db.write(done)
             self.emit("thread.run.step.completed", step)
         elif isinstance(event, EffectsStarting):
             run, state = self.run, self.state.to_json()
             # A cancel meanwhile leaves the stored status alone; the cancel poll then stops the call.
-            await self._write(lambda c: run_rows.save(c, self.project, run, state, expect="in_progress"))
+            await self.db.write(lambda c: run_rows.save(c, self.project, run, state, expect="in_progress"))
         elif isinstance(event, RequiresAction):
             await self._requires_action(event)
             return True
@@ -318,26 +310,14 @@ class RunExecutor:
                 write(conn)
             return extra(conn) if extra is not None else None
 
-        result = await self._write(tx)
+        result = await self.db.write(tx)
         del self._deferred[: len(deferred)]
         for _, events in deferred:
             for name, data in events:
                 self.engine.bus.publish(self.run_id, name, data)
         return result
 
-    async def _write(self, fn: Callable[[Conn], Any]) -> Any:
-        """Every write of the execution after its start: the message being inserted is stored first."""
-        pending = self._inserting
-        if pending is not None:
-            try:
-                # Shielded: a cancel of this run must not cancel the insert that what follows builds on.
-                await asyncio.shield(pending)  # its error, if it failed, fails the run here
-            finally:
-                if pending.done():
-                    self._inserting = None
-        return await self.db.write(fn)
-
-    def _open_message(self, event: MessageOpened) -> None:
+    async def _open_message(self, event: MessageOpened) -> None:
         message, step = event.message, event.step
 
         def tx(conn: Conn) -> None:
@@ -346,11 +326,7 @@ class RunExecutor:
                 conn, rows.MESSAGES, self.project, message, thread_id=message["thread_id"], run_id=message["run_id"]
             )
 
-        # Not waited for: the first delta goes out now, not after a trip through the database queue (under
-        # load, behind every other run's writes). Every later write of this run waits for it (``_write``);
-        # the periodic save of streamed text updates the row only once it exists.
-        self._inserting = asyncio.ensure_future(self.db.write(tx))
-        self._inserting.add_done_callback(_retrieved)
+        await self.db.write(tx)
         self.open_message = OpenMessage(self.project, message)
         self.engine.watch_message(self.open_message)
         self.emit("thread.run.step.created", step)
@@ -412,7 +388,7 @@ class RunExecutor:
                 raise _Cancelled()  # rolls the step back too; the cancel wins
 
         try:
-            await self._write(tx)
+            await self.db.write(tx)
         except _Cancelled:
             # The step stays open: it is closed as cancelled with the run.
             run["status"], run["required_action"] = "in_progress", None
