@@ -705,6 +705,10 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
     rows.append(row(backend, "load direct", direct, n, wall=wall, others_pct=cpu["others_pct"], extra=cpu))
 
     async def through_server(case: str, path_body: list[tuple[str, dict[str, Any]]], run: bool) -> Row:
+        if args.warm_upstream:
+            # An unmeasured pass-through burst just before: the server's upstream pool then holds n open
+            # connections (for 5 s), as under steady load, instead of opening them during the burst.
+            await burst(server_port, chat, run=False)
         pid = env.server.pid
         reset = reset_peak_rss(pid)
         rss0 = status_kb(pid, "VmRSS")
@@ -731,7 +735,7 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
         # server and upstream client, no run engine, no database).
         rows.append(await through_server("load passthrough", chat, run=False))
     if "runs" in args.target:
-        if "passthrough" in args.target:
+        if "passthrough" in args.target and not args.warm_upstream:
             # The pass-through burst left the server a pool of open upstream connections; the runs would
             # start on them warm. The upstream closes idle ones after 5 s (uvicorn's keep-alive timeout),
             # so both bursts start cold.
@@ -903,6 +907,12 @@ def main() -> None:
         default="runs",
         help="comma-separated, what the concurrent streams go through on the server: runs (streamed runs), "
         "passthrough (the same chat request as the direct burst, through POST /v1/chat/completions)",
+    )
+    p.add_argument(
+        "--warm-upstream",
+        action="store_true",
+        help="before each burst through the server, an unmeasured pass-through burst of as many streams, so "
+        "the server's upstream connections are open (as under steady load) rather than opened during the burst",
     )
     p.add_argument("--stream-timeout", type=float, default=300.0, help="seconds before a stream is an error")
     p.add_argument("--log-level", default="info", help="the server's log level (its default is info)")
