@@ -60,6 +60,7 @@ KEY = "sk-bench"  # with no keys configured the server accepts any key on loopba
 OVERHEAD_MODEL = "bench-overhead"  # answered by the upstream's default (--ttft-ms/--delay-ms/--tokens)
 LOAD_MODEL = "bench-load"  # answered by turns queued through /_script (--load-*)
 PROMPT = "Say something."
+UPSTREAM_KEEPALIVE_S = 5  # uvicorn's default timeout_keep_alive, which the scripted upstream keeps
 
 # ------------------------------------------------------------------------------------ raw HTTP client
 
@@ -145,6 +146,7 @@ class Conn:
 class Stream:
     ok: bool = False
     error: str = ""
+    head: float = float("nan")  # seconds from sending the request to the response's head
     ttft: float = float("nan")  # seconds from sending the request to the first text
     total: float = float("nan")  # seconds from sending the request to the end of the response
     deltas: int = 0
@@ -158,6 +160,7 @@ async def stream(conn: Conn, path: str, body: dict[str, Any], expected: str, *, 
     t0 = time.perf_counter()
     try:
         status, _ = await conn.request("POST", path, body)
+        out.head = time.perf_counter() - t0
         if status != 200:
             raw = b"".join([c async for c in conn.chunks()])
             out.error = f"HTTP {status}: {raw[:200]!r}"
@@ -273,9 +276,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time of a process (all threads), or of one of its threads."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -335,17 +340,20 @@ class Meter:
         self.t0 = time.perf_counter()
         self.start = self._sample()
 
-    def _sample(self) -> tuple[float, float, float, float, float]:
+    def _sample(self) -> tuple[float, float, float, float, float, float]:
         env = self.env
         db = sum(cpu_seconds(p) for p in env.pg.pids()) if env.pg else 0.0
         busy = busy_seconds(env.server_cpus) if env.server_cpus else 0.0
-        return cpu_seconds(env.server.pid), db, cpu_seconds(env.upstream.pid), time.process_time(), busy
+        pid = env.server.pid
+        main = cpu_seconds(pid, thread=pid)  # the event loop's thread; the rest is the database threads
+        return cpu_seconds(pid), db, cpu_seconds(env.upstream.pid), time.process_time(), busy, main
 
     def done(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t0
-        srv, db, up, client, busy = (b - a for a, b in zip(self.start, self._sample(), strict=True))
+        srv, db, up, client, busy, main = (b - a for a, b in zip(self.start, self._sample(), strict=True))
         out: dict[str, Any] = {
             "server_cpu_s": srv,
+            "server_loop_cpu_s": main,
             "db_cpu_s": db if self.env.pg else None,
             "upstream_cpu_s": up,
             "client_cpu_s": client,
@@ -440,13 +448,17 @@ def assistantd(
 
 
 def start_profile(args: argparse.Namespace, backend: str, pid: int) -> subprocess.Popen[bytes] | None:
-    if not args.profile or not shutil.which("py-spy"):
+    # py-spy from PATH, or installed beside this interpreter (a venv's bin/ need not be on PATH)
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not args.profile or not spy:
         return None
     path = Path(args.profile)
     out = path.with_name(f"{path.stem}-{backend}{path.suffix}")
     kind = "raw" if path.suffix == ".txt" else "flamegraph"
-    cmd = ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", kind, "--output", str(out)]
+    cmd = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", kind, "--output", str(out)]
     cmd += ["--threads", "--nonblocking"] if args.profile_threads else ["--nonblocking"]
+    if args.profile_gil:
+        cmd.append("--gil")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the burst starts
     return proc
@@ -467,7 +479,8 @@ def pct(values: list[float], p: float) -> float:
 @dataclass
 class Row:
     backend: str
-    case: str  # "direct", "assistantd", "sdk direct", "sdk assistantd", "load direct", "load assistantd"
+    # "direct", "assistantd", "sdk direct", "sdk assistantd", "load direct", "load passthrough", "load assistantd"
+    case: str
     streams: int
     concurrency: int
     errors: int
@@ -485,7 +498,7 @@ class Row:
 
 def row(backend: str, case: str, results: list[Stream], concurrency: int, **kw: Any) -> Row:
     errs = [r for r in results if not r.ok]
-    return Row(
+    out = Row(
         backend=backend,
         case=case,
         streams=len(results),
@@ -498,6 +511,11 @@ def row(backend: str, case: str, results: list[Stream], concurrency: int, **kw: 
         first_error=errs[0].error if errs else "",
         **kw,
     )
+    # When the response's head came (for a run: once it was created): what of the first text's wait
+    # was before it, and what after.
+    out.extra["head_p50"] = pct([r.head for r in results if r.ok], 50) * 1000
+    out.extra["head_p99"] = pct([r.head for r in results if r.ok], 99) * 1000
+    return out
 
 
 async def new_threads(port: int, n: int, workers: int = 16) -> list[str]:
@@ -647,7 +665,7 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
     api = await Conn(server_port).open()
     assistant = await api.json("POST", "/v1/assistants", {"model": LOAD_MODEL, "name": "bench load"})
     api.close()
-    threads = await new_threads(server_port, n)
+    threads = await new_threads(server_port, n) if "runs" in args.target else []
 
     async def burst(port: int, path_body: list[tuple[str, dict[str, Any]]], run: bool) -> tuple[list[Stream], float]:
         # Both sides script their turns the same way; assistantd's go through it to the upstream.
@@ -680,35 +698,50 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
         return results, time.perf_counter() - t0
 
     rows = []
+    chat = [("/v1/chat/completions", chat_body(LOAD_MODEL))] * n
     meter = Meter(env)
-    direct, wall = await burst(upstream_port, [("/v1/chat/completions", chat_body(LOAD_MODEL))] * n, run=False)
+    direct, wall = await burst(upstream_port, chat, run=False)
     cpu = meter.done()
     rows.append(row(backend, "load direct", direct, n, wall=wall, others_pct=cpu["others_pct"], extra=cpu))
 
-    pid = env.server.pid
-    reset = reset_peak_rss(pid)
-    rss0 = status_kb(pid, "VmRSS")
-    body = run_body(assistant["id"])
-    spy = start_profile(args, backend, pid) if n == max(args.concurrency) else None
-    meter = Meter(env)
-    runs, wall = await burst(server_port, [(f"/v1/threads/{t}/runs", body) for t in threads], run=True)
-    cpu = meter.done()
-    if spy is not None:
-        stop(spy)
-    peak = status_kb(pid, "VmHWM")
-    rows.append(
-        row(
+    async def through_server(case: str, path_body: list[tuple[str, dict[str, Any]]], run: bool) -> Row:
+        if args.warm_upstream:
+            # An unmeasured pass-through burst just before: the server's upstream pool then holds n open
+            # connections (for 5 s), as under steady load, instead of opening them during the burst.
+            await burst(server_port, chat, run=False)
+        pid = env.server.pid
+        reset = reset_peak_rss(pid)
+        rss0 = status_kb(pid, "VmRSS")
+        spy = start_profile(args, f"{backend}-{case.split()[-1]}", pid) if n == max(args.concurrency) else None
+        meter = Meter(env)
+        results, wall = await burst(server_port, path_body, run=run)
+        cpu = meter.done()
+        if spy is not None:
+            stop(spy)
+        return row(
             backend,
-            "load assistantd",
-            runs,
+            case,
+            results,
             n,
             wall=wall,
-            peak_rss_mb=peak / 1024,
+            peak_rss_mb=status_kb(pid, "VmHWM") / 1024,
             server_cpu_s=cpu["server_cpu_s"],
             others_pct=cpu["others_pct"],
             extra={**cpu, "rss_before_mb": rss0 / 1024, "peak_reset": reset},
         )
-    )
+
+    if "passthrough" in args.target:
+        # The floor of the stack: the same chat request through the server's own pass-through (same HTTP
+        # server and upstream client, no run engine, no database).
+        rows.append(await through_server("load passthrough", chat, run=False))
+    if "runs" in args.target:
+        if "passthrough" in args.target and not args.warm_upstream:
+            # The pass-through burst left the server a pool of open upstream connections; the runs would
+            # start on them warm. The upstream closes idle ones after 5 s (uvicorn's keep-alive timeout),
+            # so both bursts start cold.
+            await asyncio.sleep(UPSTREAM_KEEPALIVE_S + 1)
+        body = run_body(assistant["id"])
+        rows.append(await through_server("load assistantd", [(f"/v1/threads/{t}/runs", body) for t in threads], True))
     control.close()
     return rows
 
@@ -788,12 +821,20 @@ def print_overhead(rows: list[Row], args: argparse.Namespace) -> None:
                     f"{a.extra['paired_ttft_added_ms_p50']:+.1f} ms, total {a.extra['paired_total_ratio_p50']:.3f}x"
                 )
         for n in args.concurrency:
-            a = by.get((backend, "load assistantd", n))
-            if a:
+            d = by.get((backend, "load direct", n))
+            for case, what in (("load passthrough", "pass-through"), ("load assistantd", "runs")):
+                a = by.get((backend, case, n))
+                if not a:
+                    continue
+                ratio = a.ttft_p50 / d.ttft_p50 if d and d.ttft_p50 == d.ttft_p50 else float("nan")
                 lines.append(
-                    f"  {backend:<8} {n:>5} concurrent streams: {a.errors} errors (target 0), "
-                    f"first delta p50 {fmt(a.ttft_p50)} ms / p99 {fmt(a.ttft_p99)} ms (ideal "
-                    f"{args.load_ttft_ms:g} ms), peak RSS {fmt(a.peak_rss_mb, '.0f')} MB"
+                    f"  {backend:<8} {n:>5} concurrent {what}: {a.errors} errors (target 0), "
+                    f"first text p50 {fmt(a.ttft_p50)} ms = {fmt(ratio, '.2f')}x direct "
+                    f"({fmt(d.ttft_p50 if d else None)} ms), p99 {fmt(a.ttft_p99)} ms "
+                    f"(ideal {args.load_ttft_ms:g} ms), {fmt(cpu_per_stream_ms(a), '.2f')} ms server CPU per "
+                    f"stream ({fmt(a.extra.get('server_loop_cpu_s', 0) / a.streams * 1000, '.2f')} in the event "
+                    f"loop's thread), peak RSS {fmt(a.peak_rss_mb, '.0f')} MB; response head p50 "
+                    f"{fmt(a.extra.get('head_p50'))} ms, p99 {fmt(a.extra.get('head_p99'))} ms"
                 )
     if lines:
         print("\nMeasured in this run (information, not pass/fail):")
@@ -861,6 +902,18 @@ def main() -> None:
     p.add_argument("--load-ttft-ms", type=float, default=200.0, help="upstream time to first token (load)")
     p.add_argument("--load-delay-ms", type=float, default=50.0, help="upstream delay between tokens (load)")
     p.add_argument("--load-tokens", type=int, default=100, help="tokens per answer (load)")
+    p.add_argument(
+        "--target",
+        default="runs",
+        help="comma-separated, what the concurrent streams go through on the server: runs (streamed runs), "
+        "passthrough (the same chat request as the direct burst, through POST /v1/chat/completions)",
+    )
+    p.add_argument(
+        "--warm-upstream",
+        action="store_true",
+        help="before each burst through the server, an unmeasured pass-through burst of as many streams, so "
+        "the server's upstream connections are open (as under steady load) rather than opened during the burst",
+    )
     p.add_argument("--stream-timeout", type=float, default=300.0, help="seconds before a stream is an error")
     p.add_argument("--log-level", default="info", help="the server's log level (its default is info)")
     p.add_argument(
@@ -877,11 +930,19 @@ def main() -> None:
         "into this file (.svg flame graph, or .txt for collapsed stacks)",
     )
     p.add_argument("--profile-threads", action="store_true", help="py-spy: one stack tree per thread")
+    p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="py-spy: only samples of the thread holding the GIL (what limits one process on one core)",
+    )
     p.add_argument("--json", help="also write the rows to this file")
     p.add_argument("--baseline", help="--json file(s) from earlier runs (comma-separated), shown beside this one")
     args = p.parse_args()
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.target = [t.strip() for t in args.target.split(",") if t.strip()]
+    if not args.target or set(args.target) - {"runs", "passthrough"}:
+        p.error("--target takes runs, passthrough or both")
 
     # 1,000 streams need 2,000+ descriptors here (client sockets) and as many in the server.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -15,7 +15,7 @@ import orjson
 from starlette.responses import StreamingResponse
 
 from assistantd.protocol.runs import without_search_content
-from assistantd.service.streams import Event, Subscription
+from assistantd.service.streams import Event, EventQueue, Subscription
 
 log = logging.getLogger("assistantd.api")
 
@@ -24,8 +24,14 @@ _DONE = b"event: done\ndata: [DONE]\n\n"
 _KEEPALIVE: Event = ("", b"")  # put in a subscription's queue by the keep-alive timer, never by the bus
 
 
+_HEADS: dict[str, bytes] = {}  # "event: NAME\ndata: " per event name: a few dozen names, encoded once
+
+
 def frame(name: str, data: bytes) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+    head = _HEADS.get(name)
+    if head is None:
+        head = _HEADS[name] = b"event: " + name.encode() + b"\ndata: "
+    return head + data + b"\n\n"
 
 
 async def _frames(
@@ -91,7 +97,7 @@ class _Quiet:
     ``queue.get()`` (``asyncio.wait_for``) costs a task and a timer per event.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Event], interval: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: EventQueue, interval: float) -> None:
         self.loop = loop
         self.queue = queue
         self.interval = interval

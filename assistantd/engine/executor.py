@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,7 +42,7 @@ from assistantd.engine.takeover import in_context
 from assistantd.engine.turns import RunContext, TurnLoop
 from assistantd.llm.base import UpstreamError
 from assistantd.llm.router import NoRoute
-from assistantd.observability.hooks import log_run_ended, run_span
+from assistantd.observability.hooks import RunCalls, log_run_ended, run_span
 from assistantd.store import Conn
 from assistantd.store import objects as rows
 from assistantd.store import runs as run_rows
@@ -75,6 +76,29 @@ class OpenMessage:
         return rows.dumps(message)
 
 
+@dataclass
+class Begun:
+    """A run stored in_progress by the transaction that created it: what ``_begin`` would have read."""
+
+    queued: dict[str, Any]  # the run as created, what the ``created``/``queued`` events show
+    started: dict[str, Any]  # the same, in_progress, as stored
+    state: RunState
+    context: RunContext
+
+
+def run_started(run: dict[str, Any]) -> dict[str, Any]:
+    """A queued run as it starts executing."""
+    return {**run, "status": "in_progress", "started_at": run["started_at"] or now()}
+
+
+def new_run_context(conn: Conn, project: str, thread: dict[str, Any], assistant: dict[str, Any]) -> RunContext:
+    """What a run being created in this transaction needs for its first model call: it has no steps yet,
+    and its thread and assistant were just read."""
+    return RunContext(
+        messages=run_rows.thread_messages(conn, project, thread["id"]), steps=[], thread=thread, assistant=assistant
+    )
+
+
 class RunExecutor:
     def __init__(self, engine: Engine, project: str, run_id: str) -> None:
         self.engine = engine
@@ -92,6 +116,9 @@ class RunExecutor:
         self.started = False  # a task cancelled before its first step never runs its own handlers
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
+        self.calls: RunCalls | None = None  # its model calls, for its log line
+        # The open message's id, and its text deltas' bytes before the value (``_on_text``).
+        self._delta_prefix: tuple[str, bytes] = ("", b"")
 
     # --- events out -------------------------------------------------------------------------------
 
@@ -101,27 +128,35 @@ class RunExecutor:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    async def execute(self, *, announce: bool, resumed_step: dict[str, Any] | None) -> None:
+    async def execute(self, *, announce: bool, resumed_step: dict[str, Any] | None, begun: Begun | None = None) -> None:
         self.started = True
         try:
-            begun = await self.db.write(self._begin)
-            if begun is None:
-                return  # deleted before it started
-            queued, context = begun
+            queued: dict[str, Any] | None
+            context: RunContext | None
+            if begun is not None:
+                # Stored in_progress by the creating transaction: nothing to read or write before the model call.
+                self.run, self.state = begun.started, begun.state
+                queued, context = begun.queued, begun.context
+            else:
+                loaded = await self.db.write(self._begin)
+                if loaded is None:
+                    return  # deleted before it started
+                queued, context = loaded
+            shown = orjson.dumps(queued or self.run)  # one serialization for both events
             if announce:
-                self.emit("thread.run.created", queued or self.run)
+                self.engine.bus.publish(self.run_id, "thread.run.created", shown)
             if resumed_step is not None:
                 self.emit("thread.run.step.completed", resumed_step)
             if not self.resume:
-                self.emit("thread.run.queued", queued or self.run)
-            if queued is None or context is None:
+                self.engine.bus.publish(self.run_id, "thread.run.queued", shown)
+            if queued is None or context is None or self.cancel_requested:
                 await self._end(RunFinished("cancelled"))  # a cancel landed before we started
                 return
             self.emit("thread.run.in_progress", self.run)
             # Model and tool call spans nest under the run's span (observability/hooks.py).
             with run_span(
                 project=self.project, thread_id=self.run["thread_id"], run_id=self.run_id, model=self.run["model"]
-            ):
+            ) as self.calls:
                 route = self.engine.router.resolve(self.run["model"])
                 self.loop = TurnLoop(
                     project=self.project,
@@ -188,7 +223,7 @@ class RunExecutor:
         else:
             if status != "queued":
                 return None, None
-            started = {**record.run, "status": "in_progress", "started_at": record.run["started_at"] or now()}
+            started = run_started(record.run)
             if not run_rows.save(conn, self.project, started, expect="queued"):
                 return None, None
             queued = record.run
@@ -305,13 +340,24 @@ class RunExecutor:
             self.open_message = None
 
     def _on_text(self, event: TextDelta) -> None:
-        part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": event.value}}
-        if event.annotations is not None:
+        if event.annotations is None:
+            # The common delta, built around its value from a per-message prefix: the same bytes as the
+            # object below would serialize to, without building and serializing that object per token.
+            if self._delta_prefix[0] != event.message_id:
+                head = orjson.dumps({"id": event.message_id, "object": "thread.message.delta"})[:-1]
+                self._delta_prefix = (
+                    event.message_id,
+                    head + b',"delta":{"content":[{"index":0,"type":"text","text":{"value":',
+                )
+            data = self._delta_prefix[1] + orjson.dumps(event.value) + b"}}]}}"
+            self.engine.bus.publish(self.run_id, "thread.message.delta", data)
+        else:
+            part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": event.value}}
             part["text"]["annotations"] = event.annotations
-        self.emit(
-            "thread.message.delta",
-            {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}},
-        )
+            self.emit(
+                "thread.message.delta",
+                {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}},
+            )
         open_message = self.open_message
         if open_message is not None:
             open_message.text.append(event.value)
@@ -418,6 +464,7 @@ class RunExecutor:
             status=status,
             started_at=self.run.get("started_at") or self.run.get("created_at"),
             last_error=finished.last_error,
+            calls=self.calls,
         )
 
     def _announce(self, closed: Closed) -> None:

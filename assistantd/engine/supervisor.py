@@ -22,7 +22,7 @@ import orjson
 
 from assistantd.clock import now
 from assistantd.engine.bus import EventBus, Subscription
-from assistantd.engine.executor import OpenMessage, RunExecutor
+from assistantd.engine.executor import Begun, OpenMessage, RunExecutor
 from assistantd.engine.leases import RUNS, Leases
 from assistantd.engine.records import Closed, close_run
 from assistantd.engine.takeover import adopt
@@ -75,13 +75,17 @@ class Engine:
         resumed_step: dict[str, Any] | None = None,
         subscribe: bool = False,
         resume: bool = False,
+        begun: Begun | None = None,
     ) -> Subscription | None:
         """Execute a run this process has claimed. With ``subscribe``, follow its events from the first;
-        with ``resume``, it was taken over ``in_progress`` (``takeover.adopt``) and goes on from there."""
+        with ``resume``, it was taken over ``in_progress`` (``takeover.adopt``) and goes on from there;
+        ``begun``: it was created in_progress (``executor.begin_new``), with what its first model call needs."""
         sub = self.bus.subscribe(run_id) if subscribe else None
         job = RunExecutor(self, project, run_id)
         job.resume = resume
-        task = asyncio.create_task(job.execute(announce=announce, resumed_step=resumed_step), name=f"run-{run_id}")
+        task = asyncio.create_task(
+            job.execute(announce=announce, resumed_step=resumed_step, begun=begun), name=f"run-{run_id}"
+        )
         self._jobs[run_id] = (job, task)
         task.add_done_callback(lambda t: self._forget(run_id, t))
         return sub

@@ -10,7 +10,7 @@ It does what that one call needs and nothing more: POST with a body, keep-alive 
 per client (at most ``max_connections``, idle ones kept up to that many), TLS through the caller's
 ``ssl.SSLContext``, a connect timeout. No redirects (httpx follows none by default either), no
 compression (none is asked for), no proxies: ``usable_for`` says when httpx must be used instead.
-Read timeouts and deadlines stay with the caller, which cancels the task (``_ReadWatch``).
+Read timeouts and deadlines stay with the caller, which cancels the task (``openai_compat.ReadWatch``).
 Failures are httpx's own exception classes, so callers handle both clients alike.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import time
@@ -81,7 +82,7 @@ class OpenAICompatModel(ChatModel):
                 base_url=self.base_url,
                 headers=headers,
                 verify=tls,
-                # Reads are timed by _ReadWatch: httpx arms and cancels a timer around every socket read.
+                # Reads are timed by ReadWatch: httpx arms and cancels a timer around every socket read.
                 timeout=httpx.Timeout(timeout, connect=_CONNECT_TIMEOUT, read=None),
                 limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
             )
@@ -99,6 +100,11 @@ class OpenAICompatModel(ChatModel):
             if usable_for(self.base_url)
             else None
         )
+
+    @property
+    def read_timeout(self) -> float:
+        """Seconds a call may wait for the upstream's next bytes."""
+        return self._read_timeout
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         streamed = self.stream_with_tools or not request.tools
@@ -170,7 +176,7 @@ class OpenAICompatModel(ChatModel):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout if self._total_timeout else None
         for attempt in range(_RETRIES + 1):
-            watch = _ReadWatch(self._read_timeout, deadline)
+            watch = ReadWatch(self._read_timeout, deadline)
             streaming = False
             try:
                 watch.reading()
@@ -224,18 +230,30 @@ class OpenAICompatModel(ChatModel):
             finally:
                 watch.stop()
 
-    async def relay(self, path: str, body: bytes) -> httpx.Response:
+    async def relay(self, path: str, body: bytes) -> httpx.Response | Relayed:
         """POST ``body`` to ``path`` (e.g. ``/embeddings``) and return the response unread, for pass-through.
 
         The caller reads (``aiter_raw`` for byte-faithful streaming) and must ``aclose`` it. Connection
-        failures are ``UpstreamError``; the upstream's own error answers come back as they are.
+        failures are ``UpstreamError``; the upstream's own error answers come back as they are. It goes
+        through the streaming client when that can reach the upstream (as model calls do): at a thousand
+        streams httpx's pool made pass-through streams wait for a connection, then fail with a 502.
         """
+        headers = {"Content-Type": "application/json"}
+        if self._streamer is not None:
+            exchange = self._streamer.stream("POST", path, content=body, headers=headers)
+            try:
+                # The wait for the answer's head is bounded by the read timeout, as httpx bounds it.
+                async with asyncio.timeout(self._read_timeout):
+                    response = await exchange.__aenter__()
+            except TimeoutError:
+                raise UpstreamError(f"The model provider '{self.name}' could not be reached: ReadTimeout") from None
+            except httpx.TransportError as exc:
+                raise UpstreamError(
+                    f"The model provider '{self.name}' could not be reached: {type(exc).__name__}: {exc}".rstrip(": ")
+                ) from exc
+            return Relayed(response, exchange, self._read_timeout)
         request = self._client.build_request(
-            "POST",
-            path,
-            content=body,
-            headers={"Content-Type": "application/json"},
-            timeout=httpx.Timeout(self._read_timeout, connect=10.0),
+            "POST", path, content=body, headers=headers, timeout=httpx.Timeout(self._read_timeout, connect=10.0)
         )
         try:
             return await self._client.send(request, stream=True)
@@ -254,6 +272,36 @@ class OpenAICompatModel(ChatModel):
             await client.aclose()
         if self._streamer is not None:
             await self._streamer.aclose()
+
+
+class Relayed:
+    """A pass-through answer read through the streaming client, with ``httpx.Response``'s reading methods.
+
+    ``aread`` is bounded by the read timeout, as httpx bounds each read; a streamed relay times its own
+    reads (``ReadWatch``). ``aclose`` ends the exchange: the connection is pooled again once its body ended.
+    """
+
+    def __init__(self, response: Response, exchange: contextlib.AbstractAsyncContextManager[Response], timeout: float):
+        self._response = response
+        self._exchange: contextlib.AbstractAsyncContextManager[Response] | None = exchange
+        self._timeout = timeout
+        self.status_code = response.status_code
+        self.headers = response.headers
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return self._response.aiter_bytes()  # no content decoding here: none was asked for
+
+    async def aread(self) -> bytes:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._response.aread()
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no bytes within {self._timeout:g}s") from None
+
+    async def aclose(self) -> None:
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            await exchange.__aexit__(None, None, None)
 
 
 async def _error_from(response: _Answer) -> UpstreamError:
@@ -317,7 +365,7 @@ class _Tally:
         return max(1, count_text("".join(self.text)))
 
 
-class _ReadWatch:
+class ReadWatch:
     """httpx's read timeout (fail when the upstream sends nothing for ``seconds``), at one timer per period,
     and the call's total deadline (an upstream trickling a byte at a time, or only SSE comments, ends too).
 
@@ -392,7 +440,7 @@ class _Body:
         return repr(text) if text else "an empty body"
 
 
-async def _data_lines(response: _Answer, watch: _ReadWatch, body: _Body) -> AsyncIterator[bytes]:
+async def _data_lines(response: _Answer, watch: ReadWatch, body: _Body) -> AsyncIterator[bytes]:
     """The payloads of the stream's ``data:`` lines, split on bytes (no text decoding per chunk)."""
     pending = b""
     chunks = response.aiter_bytes().__aiter__()
@@ -427,7 +475,7 @@ def _quote(data: bytes) -> str:
     return repr(data[:_SHOWN].decode(errors="replace"))
 
 
-async def _parse(response: _Answer, watch: _ReadWatch, name: str = "upstream") -> AsyncIterator[ChatEvent]:
+async def _parse(response: _Answer, watch: ReadWatch, name: str = "upstream") -> AsyncIterator[ChatEvent]:
     """Server-sent ``chat.completion.chunk`` events to our typed events; anything else is an ``UpstreamError``.
 
     A 200 that is not a stream (an HTML page, a plain JSON completion), a stream with no ``data:`` lines,
@@ -477,7 +525,7 @@ async def _parse(response: _Answer, watch: _ReadWatch, name: str = "upstream") -
     yield Finish(finish or "stop")
 
 
-async def _parse_whole(response: _Answer, watch: _ReadWatch, name: str = "upstream") -> AsyncIterator[ChatEvent]:
+async def _parse_whole(response: _Answer, watch: ReadWatch, name: str = "upstream") -> AsyncIterator[ChatEvent]:
     """A non-streamed ``chat.completion`` as the same events a stream would have given."""
     watch.reading()
     raw = await response.aread()

@@ -23,14 +23,52 @@ _run_span: ContextVar[Any] = ContextVar("assistantd_run_span", default=None)
 # --- runs ---------------------------------------------------------------------------------------------
 
 
+class RunCalls:
+    """What a run's model calls did, told in the run's one log line (``run ended``) rather than a line per
+    call: at a thousand concurrent runs each INFO line costs a visible share of the server's CPU. A call
+    that fails still logs its own WARNING line."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.upstream: str | None = None
+        self.ttft_ms: int | None = None  # the first call's time to its first token
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    def add(self, call: ModelCall) -> None:
+        self.calls += 1
+        self.upstream = call.upstream
+        if self.ttft_ms is None and call.ttft is not None:
+            self.ttft_ms = round(call.ttft * 1000)
+        if call.prompt_tokens is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + call.prompt_tokens
+            self.completion_tokens = (self.completion_tokens or 0) + (call.completion_tokens or 0)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "upstream": self.upstream,
+            "model_calls": self.calls,
+            "ttft_ms": self.ttft_ms,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+_run_calls: ContextVar[RunCalls | None] = ContextVar("assistantd_run_calls", default=None)
+
+
 @contextlib.contextmanager
-def run_span(*, project: str, thread_id: str, run_id: str, model: str) -> Iterator[None]:
-    """Wrap a run's execution: its model and tool call spans become children of one ``run`` span."""
+def run_span(*, project: str, thread_id: str, run_id: str, model: str) -> Iterator[RunCalls]:
+    """Wrap a run's execution: its model and tool call spans become children of one ``run`` span, and its
+    model calls are tallied in the ``RunCalls`` yielded, for ``log_run_ended``."""
+    calls = RunCalls()
     with tracing.span("run", _run_attributes(project, thread_id, run_id, model)) as current:
         token = _run_span.set(current)
+        counting = _run_calls.set(calls)
         try:
-            yield
+            yield calls
         finally:
+            _run_calls.reset(counting)
             _run_span.reset(token)
 
 
@@ -52,10 +90,12 @@ def log_run_ended(
     status: str,
     started_at: float | None,
     last_error: Mapping[str, Any] | None = None,
+    calls: RunCalls | None = None,
 ) -> None:
     """A run reached a final status: one log line (WARNING when it failed or expired), metrics, its span.
 
-    ``started_at``: epoch seconds the run started (or was created), for its duration.
+    ``started_at``: epoch seconds the run started (or was created), for its duration; ``calls``: its model
+    calls (from ``run_span``), whose upstream, count, first time to first token and tokens the line gives.
     """
     ended = time.time()
     duration = max(0.0, ended - started_at) if started_at else None
@@ -73,6 +113,7 @@ def log_run_ended(
         "duration_ms": None if duration is None else round(duration * 1000),
         "last_error_code": error_code,
         "last_error": error_message,
+        **(calls or RunCalls()).fields(),
     }
     level = logging.WARNING if status in ("failed", "expired") else logging.INFO
     run_log.log(level, "run ended", extra={"fields": fields})
@@ -128,6 +169,24 @@ class ModelCall:
         if self.prompt_tokens is not None:
             metrics.MODEL_TOKENS.labels(self.upstream, "prompt").inc(self.prompt_tokens)
             metrics.MODEL_TOKENS.labels(self.upstream, "completion").inc(self.completion_tokens or 0)
+        run = _run_calls.get()
+        if run is not None:
+            run.add(self)
+        # A run's successful calls are summed up in its ``run ended`` line; a failed call says why itself.
+        level = logging.WARNING if error is not None else (logging.DEBUG if run is not None else logging.INFO)
+        if model_log.isEnabledFor(level):
+            self._log(level, seconds, outcome, error)
+        tracing.finish(
+            self.span,
+            {
+                "gen_ai.usage.input_tokens": self.prompt_tokens,
+                "gen_ai.usage.output_tokens": self.completion_tokens,
+                "assistantd.ttft_ms": None if self.ttft is None else round(self.ttft * 1000),
+            },
+            error=None if error is None else outcome,
+        )
+
+    def _log(self, level: int, seconds: float, outcome: str, error: BaseException | None) -> None:
         fields = {
             "upstream": self.upstream,
             "model": self.model,
@@ -139,16 +198,7 @@ class ModelCall:
         }
         if error is not None:
             fields["error"] = str(error)[:300]
-        model_log.log(logging.INFO if error is None else logging.WARNING, "model call", extra={"fields": fields})
-        tracing.finish(
-            self.span,
-            {
-                "gen_ai.usage.input_tokens": self.prompt_tokens,
-                "gen_ai.usage.output_tokens": self.completion_tokens,
-                "assistantd.ttft_ms": fields["ttft_ms"],
-            },
-            error=None if error is None else outcome,
-        )
+        model_log.log(level, "model call", extra={"fields": fields})
 
 
 def model_call(upstream: str, model: str) -> ModelCall:

@@ -19,7 +19,7 @@ import orjson
 
 from assistantd.errors import APIError, InvalidRequest, NotFound
 from assistantd.llm.base import UpstreamError
-from assistantd.llm.openai_compat import OpenAICompatModel
+from assistantd.llm.openai_compat import OpenAICompatModel, ReadWatch
 from assistantd.llm.router import ModelRouter, NoRoute
 
 log = logging.getLogger("assistantd.passthrough")
@@ -79,7 +79,7 @@ class PassthroughService:
         media_type = response.headers.get("content-type", "application/json")
         label = {"project": project, "path": path, "model": doc["model"], "upstream": route.upstream}
         if response.status_code == 200 and media_type.startswith("text/event-stream"):
-            return Forwarded(200, media_type, stream=_relay(response, deadline, label))
+            return Forwarded(200, media_type, stream=_relay(response, deadline, label, route.model.read_timeout))
         try:
             async with asyncio.timeout_at(deadline):
                 body = await response.aread()
@@ -101,30 +101,41 @@ def _too_slow(upstream: str, seconds: float | None) -> UpstreamUnavailable:
     return error
 
 
-async def _relay(response: Any, deadline: float | None, label: dict[str, str]) -> AsyncIterator[bytes]:
-    """The upstream's stream as it sent it, until it ends or the call's deadline passes."""
-    loop = asyncio.get_running_loop()
+async def _relay(response: Any, deadline: float | None, label: dict[str, str], idle: float) -> AsyncIterator[bytes]:
+    """The upstream's stream as it sent it, until it ends, the call's deadline passes or it goes quiet for
+    ``idle`` seconds. One timer per stream watches both (``ReadWatch``), not one per chunk."""
     tail = b""  # the last bytes, where the usage chunk is
     chunks = response.aiter_raw().__aiter__()
+    loop = asyncio.get_running_loop()
+    watch = ReadWatch(idle, deadline)  # in the task that reads: the one it cancels when time is up
     try:
         while True:
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
+            if deadline is not None and loop.time() >= deadline:
+                # Passed while the client was written to: checked here, as the watch would cancel the
+                # task at once, and that cancel could land outside this read.
                 log.warning("passthrough stream cut at the total deadline %s", label)
                 return
+            watch.reading()
             try:
-                chunk = await asyncio.wait_for(chunks.__anext__(), remaining)
+                chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break
-            except TimeoutError:
-                log.warning("passthrough stream cut at the total deadline %s", label)
+            except asyncio.CancelledError:
+                if not watch.fired or watch.task.uncancel() > 0:
+                    raise
+                if watch.fired == "deadline":
+                    log.warning("passthrough stream cut at the total deadline %s", label)
+                else:
+                    log.warning("passthrough stream broke %s: ReadTimeout", label)
                 return
+            watch.idle()
             tail = (tail + chunk)[-8192:]
             yield chunk
     except Exception as exc:  # the upstream broke off: the client sees its stream end, the log says why
         log.warning("passthrough stream broke %s: %s", label, type(exc).__name__)
         return
     finally:
+        watch.stop()
         await response.aclose()
     usage = None
     for line in reversed(tail.split(b"\n")):

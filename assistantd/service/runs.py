@@ -7,6 +7,7 @@ from typing import Any
 
 from assistantd.clock import now
 from assistantd.engine.bus import Subscription
+from assistantd.engine.executor import Begun, new_run_context, run_started
 from assistantd.engine.records import close_run
 from assistantd.engine.state import RunState
 from assistantd.engine.supervisor import Engine
@@ -121,29 +122,38 @@ class RunService:
     async def create(
         self, project: str, thread_id: str, req: CreateRun, *, include: list[str], stream: bool
     ) -> tuple[dict[str, Any], Subscription | None]:
-        def tx(conn: Conn) -> dict[str, Any]:
-            if not rows.exists(conn, rows.THREADS, project, thread_id):
+        searchable = messages.file_search_attachments(req.additional_messages or [])
+        attach = bool(searchable) and self.threads.attach is not None
+        state = RunState(include=include, reasoning_effort=req.reasoning_effort)
+
+        def tx(conn: Conn) -> tuple[dict[str, Any], Begun | None]:
+            thread = rows.get(conn, rows.THREADS, project, thread_id)
+            if thread is None:
                 raise NotFound.object("thread", thread_id)
             assistant = _fetch_assistant(conn, project, req.assistant_id)
             for i, m in enumerate(req.additional_messages or []):
                 messages.check_references(conn, project, m, f"additional_messages[{i}]")
             run = _build_run(req, assistant, thread_id, self.expiry, req.additional_instructions)
             created = run["created_at"]
-            self._insert_run(
-                conn, project, run, RunState(include=include, reasoning_effort=req.reasoning_effort).to_json()
-            )
+            # Stored already started, unless its files must first be attached to the thread's store
+            # (before it may search): the executor then neither reads it back nor writes it before its
+            # first model call (a write and a database round trip fewer a run). The caller and the
+            # ``created``/``queued`` events see it queued, as created.
+            stored = run if attach else run_started(run)
+            self._insert_run(conn, project, stored, state.to_json())
             for m in req.additional_messages or []:
                 messages.insert(conn, project, messages.build(m, thread_id, created))
-            return run
+            if attach:
+                return run, None
+            return run, Begun(run, stored, state, new_run_context(conn, project, thread, assistant))
 
         try:
-            run = await self.db.write(tx)
+            run, begun = await self.db.write(tx)
         except UniqueViolation:
             raise await self._lock_lost(thread_id) from None
-        searchable = messages.file_search_attachments(req.additional_messages or [])
-        if searchable and self.threads.attach is not None:
+        if attach and self.threads.attach is not None:
             await self.threads.attach(project, thread_id, searchable)  # before the run can search
-        sub = self.engine.start(project, run["id"], announce=True, subscribe=stream)
+        sub = self.engine.start(project, run["id"], announce=True, subscribe=stream, begun=begun)
         return run, sub
 
     async def create_thread_and_run(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import logging
 import queue
 import threading
 import weakref
@@ -22,6 +23,8 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("assistantd.store")
 
 _STOP = object()
 
@@ -72,7 +75,7 @@ class WorkerPool:
         """Run ``fn`` on a worker and do not wait for it (it reports its own outcome)."""
         if self._closed:
             raise RuntimeError("cannot run database calls after shutdown")
-        self._queue.put((fn, args, None, Future()))
+        self._queue.put((fn, args, None, None))
 
     def shutdown(self) -> None:
         """Let queued calls finish, then stop the threads."""
@@ -99,6 +102,13 @@ def _work(q: queue.SimpleQueue[Any]) -> None:
         if item is _STOP:
             return
         fn, args, loop, fut = item
+        if fut is None:  # submit: nobody waits, it reports its own outcome
+            try:
+                fn(*args)
+            except BaseException:
+                log.exception("a database call run in the background failed")  # the thread carries on
+            del item, fn, args
+            continue
         if loop is None:  # run_sync
             if not fut.set_running_or_notify_cancel():
                 continue

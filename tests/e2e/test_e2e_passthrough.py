@@ -3,6 +3,9 @@ with the same client as the Assistants API keep working when only the base URL c
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import openai
 
 from .remote import E2E_MARKS, KEY_A, RemoteServer
@@ -36,3 +39,46 @@ def test_chat_completions_streamed_and_not_and_embeddings(
         raise AssertionError("expected an error")
     except openai.BadRequestError as exc:
         assert exc.status_code == 400 and "context too long" in str(exc)
+
+
+def test_more_concurrent_streams_than_one_connection_pool_held(
+    runs_server: RemoteServer, upstream: ScriptedUpstream
+) -> None:
+    """Each pass-through stream gets its own upstream connection however many are open: here 150 at once,
+    all held open by the upstream after their first words until every one has started (httpx's pool, which
+    the pass-through used, held 128 and made the rest wait for one to end)."""
+    model = new_model()
+    streams = 150
+    upstream.script(model, *[{"text": "first second", "hold": True}] * streams)
+    body = {"model": model, "messages": [{"role": "user", "content": "go"}], "stream": True}
+
+    async def main() -> list[tuple[int, bytes]]:
+        started = 0
+        all_started = asyncio.Event()
+        limits = httpx.Limits(max_connections=streams, max_keepalive_connections=0)
+        async with httpx.AsyncClient(
+            base_url=runs_server.base_url, headers={"Authorization": f"Bearer {KEY_A}"}, limits=limits, timeout=60
+        ) as client:
+
+            async def one() -> tuple[int, bytes]:
+                nonlocal started
+                seen = b""
+                async with client.stream("POST", "/chat/completions", json=body) as response:
+                    async for chunk in response.aiter_raw():
+                        if b'"first"' not in seen and b'"first"' in seen + chunk:
+                            started += 1
+                            if started == streams:
+                                all_started.set()
+                        seen += chunk
+                    return response.status_code, seen
+
+            tasks = [asyncio.create_task(one()) for _ in range(streams)]
+            try:
+                await asyncio.wait_for(all_started.wait(), 60)  # every stream has its first words
+            finally:
+                await asyncio.to_thread(upstream.release, model)  # one release lets every held turn go on
+            return await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+    results = asyncio.run(main())
+    assert [status for status, _ in results] == [200] * streams
+    assert all(b'" second"' in relayed and relayed.endswith(b"data: [DONE]\n\n") for _, relayed in results)
