@@ -199,9 +199,9 @@ class Settings:
     )
     local_embedding_runtime: str = setting(
         "onnxruntime",
-        "What runs the local model: onnxruntime (vectors equal to numpy's, ~1.6x faster a core), "
-        "onnxruntime-int8 (int8 weights, ~3x faster again, vectors differ slightly: re-ingest to switch) or "
-        "numpy (the reference).",
+        "What runs the local model: onnxruntime (vectors equal to numpy's; ingestion 1.2-1.3x faster on idle "
+        "cores, ~2.5x on busy ones), onnxruntime-int8 (int8 weights, ~1.8x faster again, vectors differ slightly "
+        "and ranked a little worse in bench/README.md: re-ingest to switch) or numpy (the reference).",
         choices=("onnxruntime", "onnxruntime-int8", "numpy"),
     )
     ingest_workers: int = setting(

@@ -7,11 +7,12 @@ and no PyTorch is involved. Tokenization and the splitting of long texts into wi
 
 Why: the numpy pass spends most of its time between matrix products (Python-level element-wise
 passes with the GIL held), so calls on two threads do not use two cores. onnxruntime runs the whole
-graph in C++ with the GIL released; on this project's 2-core machine one call is ~1.6x faster with
+graph in C++ with the GIL released; on this project's 2-core machine the model alone on two threads is
+~1.3-1.75x faster idle (2.5x+ when the cores are contended), with
 vectors equal to numpy's to 1e-5, and two calls at once use both cores (bench/README.md).
 
 ``int8=True`` quantizes the weights of every matrix product per output channel (onnxruntime's dynamic
-quantization: activations are quantized on the fly). About 3x faster again at a cosine of ~0.99 with
+quantization: activations are quantized on the fly). About 1.8x faster again at a cosine of ~0.99 with
 the float vectors; vectors are stored under a model name of their own, so they are never compared
 with float ones.
 """
