@@ -200,8 +200,8 @@ class Settings:
     local_embedding_runtime: str = setting(
         "onnxruntime",
         "What runs the local model: onnxruntime (vectors equal to numpy's; ingestion 1.2-1.3x faster on idle "
-        "cores, ~2.5x on busy ones), onnxruntime-int8 (int8 weights, ~1.8x faster again, vectors differ slightly "
-        "and ranked a little worse in bench/README.md: re-ingest to switch) or numpy (the reference).",
+        "cores, ~2.5x on busy ones), onnxruntime-int8 (int8 weights, ~1.5x faster again, ranked the same in "
+        "bench/README.md but stored under a name of their own: re-ingest to switch) or numpy (the reference).",
         choices=("onnxruntime", "onnxruntime-int8", "numpy"),
     )
     ingest_workers: int = setting(

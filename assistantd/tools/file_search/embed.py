@@ -50,7 +50,7 @@ RUNTIMES = ("onnxruntime", "onnxruntime-int8", "numpy")
 
 class LocalEmbedder(Embedder):
     """The bundled all-MiniLM-L6-v2. ``runtime``: ``onnxruntime`` (the default: the forward pass in C++
-    with the GIL released, vectors equal to numpy's), ``onnxruntime-int8`` (int8 weights, about 1.8x faster
+    with the GIL released, vectors equal to numpy's), ``onnxruntime-int8`` (int8 weights, about 1.5x faster
     again, vectors stored under a name of their own) or ``numpy`` (the reference implementation)."""
 
     window = 254
