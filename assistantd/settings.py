@@ -198,11 +198,11 @@ class Settings:
         "keywords alone.",
     )
     local_embedding_runtime: str = setting(
-        "onnxruntime",
-        "What runs the local model: onnxruntime (vectors equal to numpy's; ingestion 1.2-1.3x faster on idle "
-        "cores, ~2.5x on busy ones), onnxruntime-int8 (int8 weights, ~1.5x faster again, ranked the same in "
-        "bench/README.md but stored under a name of their own: re-ingest to switch) or numpy (the reference).",
-        choices=("onnxruntime", "onnxruntime-int8", "numpy"),
+        "onnxruntime-int8",
+        "What runs the local model: onnxruntime-int8 (int8 weights: ingestion ~2x numpy's, ranked the same in "
+        "bench/README.md), onnxruntime (float32, vectors equal to numpy's, ~1.2x numpy on idle cores) or numpy "
+        "(the reference). All store vectors under one name, so a store ingested with one is searched with any.",
+        choices=("onnxruntime-int8", "onnxruntime", "numpy"),
     )
     ingest_workers: int = setting(
         2,

@@ -316,6 +316,30 @@ def test_first_open_applies_every_migration_and_later_opens_none(fresh_url: str)
         run(second.close())
 
 
+def test_migration_7_puts_the_local_models_int8_vectors_under_its_one_name(fresh_url: str) -> None:
+    """A store ingested while the int8 runtime named its vectors apart is searched with vectors again."""
+    db = open_database(fresh_url, pool_size=1)
+    try:
+
+        def rewind_and_insert(conn: Conn) -> None:
+            conn.execute("DELETE FROM schema_migrations WHERE version = 7")
+            models = ("local:all-MiniLM-L6-v2-int8", "local:all-MiniLM-L6-v2", "text-embedding-3-small")
+            for i, model in enumerate(models):
+                conn.execute(
+                    "INSERT INTO vector_store_chunks"
+                    " (vector_store_id, file_id, vsf_seq, chunk_index, text, model, dims)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    ("vs_a", "file-a", 1, i, f"chunk {i}", model, 384),
+                )
+
+        db.write_sync(rewind_and_insert)
+        assert db.write_sync(migrate) == [7]
+        models = db.write_sync(lambda c: c.fetchall("SELECT model FROM vector_store_chunks ORDER BY chunk_index"))
+        assert [m[0] for m in models] == ["local:all-MiniLM-L6-v2", "local:all-MiniLM-L6-v2", "text-embedding-3-small"]
+    finally:
+        run(db.close())
+
+
 def test_concurrent_first_opens_migrate_once(fresh_url: str) -> None:
     """Servers starting together against one new database: the migration runs once, none fails."""
     with ThreadPoolExecutor(4) as pool:

@@ -272,6 +272,20 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        7,
+        "int8 vectors of the local model under its one name",
+        [
+            # The bundled model's int8 runtime stored its vectors as 'local:all-MiniLM-L6-v2-int8', so a store
+            # ingested with one runtime was searched on keywords alone under the other. Every runtime now
+            # uses the one name (tools/file_search/embed.py says why that is sound).
+            "UPDATE vector_store_chunks SET model = 'local:all-MiniLM-L6-v2' "
+            "WHERE model = 'local:all-MiniLM-L6-v2-int8'",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 
