@@ -199,8 +199,8 @@ class Settings:
     )
     local_embedding_runtime: str = setting(
         "onnxruntime-int8",
-        "What runs the local model: onnxruntime-int8 (int8 weights: ingestion ~2x numpy's, ranked the same in "
-        "bench/README.md), onnxruntime (float32, vectors equal to numpy's, ~1.2x numpy on idle cores) or numpy "
+        "What runs the local model: onnxruntime-int8 (int8 weights: ingestion ~3x numpy's, ranked the same in "
+        "bench/README.md), onnxruntime (float32, vectors equal to numpy's, ~1.6x numpy) or numpy "
         "(the reference). All store vectors under one name, so a store ingested with one is searched with any.",
         choices=("onnxruntime-int8", "onnxruntime", "numpy"),
     )
