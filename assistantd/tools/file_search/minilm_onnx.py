@@ -7,9 +7,9 @@ and no PyTorch is involved. Tokenization and the splitting of long texts into wi
 
 Why: the numpy pass spends most of its time between matrix products (Python-level element-wise
 passes with the GIL held), so calls on two threads do not use two cores. onnxruntime runs the whole
-graph in C++ with the GIL released; on this project's 2-core machine the model alone on two threads is
-~1.3-1.75x faster idle (2.5x+ when the cores are contended), with
-vectors equal to numpy's to 1e-5, and two calls at once use both cores (bench/README.md).
+graph in C++ with the GIL released, so two calls at once use both cores; with one window a call
+(``OnnxMiniLM._encode``) ingestion on this project's 2-core machine runs 1.6-1.7x numpy's in float32,
+vectors equal to numpy's to 1e-5 (bench/README.md).
 
 ``int8=True`` (the server's default) writes each product with a weight matrix as onnxruntime's
 ``DynamicQuantizeMatMul``: weights quantized here, symmetric, one scale per output column; activations
