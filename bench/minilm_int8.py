@@ -94,9 +94,9 @@ def calibrate(graph: bytes, seqs: list[list[int]], top: int) -> list[list[int]]:
     peak = [np.zeros(0, np.float32) for _ in inputs]
     for ids, mask in batches(seqs):
         outs = run.run(inputs, {"input_ids": ids, "attention_mask": mask})
-        for layer, (out, m) in enumerate(zip(outs, [mask] * len(outs), strict=True)):
-            flat = np.abs(out[m.astype(bool)])
-            seen = flat.max(0)
+        tokens = mask.astype(bool)  # padding positions carry no real activations
+        for layer, out in enumerate(outs):
+            seen = np.abs(out[tokens]).max(0)
             peak[layer] = seen if peak[layer].size == 0 else np.maximum(peak[layer], seen)
     for layer, p in enumerate(peak):
         order = np.argsort(-p)
