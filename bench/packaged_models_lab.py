@@ -70,14 +70,54 @@ def models_dir() -> Path:
     return out
 
 
+def float_activations(path: Path) -> bytes:
+    """The packaged graph with its activations kept float: each int8 product (``DynamicQuantizeLinear`` ->
+    ``MatMulInteger`` -> ``Cast`` -> ``Mul`` by the two scales) becomes a float ``MatMul`` by the weights
+    dequantized, which tells whether the packager's quantization, rather than the model, sets its rank."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    made = {o: n for n in g.node for o in n.output}
+    used_by: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            used_by.setdefault(i, []).append(n)
+    weights = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    replace: dict[int, Any] = {}
+    dropped: set[int] = set()
+    for n in g.node:
+        if n.op_type != "MatMulInteger":
+            continue
+        x = made[n.input[0]].input[0]
+        cast = used_by[n.output[0]][0]
+        mul = used_by[cast.output[0]][0]
+        scale = weights[made[mul.input[1]].input[1]].astype(np.float32)
+        w = (weights[n.input[1]].astype(np.float32) - weights[n.input[3]].astype(np.float32)) * scale
+        g.initializer.append(numpy_helper.from_array(w, n.input[1] + "_float"))
+        replace[id(mul)] = helper.make_node("MatMul", [x, n.input[1] + "_float"], [mul.output[0]])
+        dropped.update((id(n), id(cast)))
+    nodes = [replace.get(id(n), n) for n in g.node if id(n) not in dropped]
+    del g.node[:]
+    g.node.extend(nodes)  # the quantizers left without a reader cost time, not correctness
+    read = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name in read]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return bytes(model.SerializeToString())
+
+
 class Onnx:
-    def __init__(self, folder: Path, threads: int) -> None:
+    def __init__(self, folder: Path, threads: int, as_float: bool = False) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        opts.log_severity_level = 3  # errors only
+        graph = float_activations(folder / "model.onnx") if as_float else str(folder / "model.onnx")
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         self.tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tok.no_padding()
 
@@ -98,8 +138,8 @@ class Dense(Onnx):
     """A bi-encoder: bge pools with [CLS] and asks an instruction before a query; e5 mean-pools and marks
     queries ``query: `` and passages ``passage: `` (their model cards)."""
 
-    def __init__(self, folder: Path, threads: int, pool: str, query: str, passage: str) -> None:
-        super().__init__(folder, threads)
+    def __init__(self, folder: Path, threads: int, pool: str, query: str, passage: str, as_float: bool) -> None:
+        super().__init__(folder, threads, as_float)
         self.pool, self.query_prefix = pool, query
         self.passage = self.tok.encode(passage, add_special_tokens=False).ids if passage else []
 
@@ -148,6 +188,8 @@ def main() -> None:
     p.add_argument("--split", default="dev")
     p.add_argument("--top", type=int, default=20, help="hybrid candidates the cross-encoder reorders")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--float-activations", action="store_true", help="the embedding models without int8 activations")
+    p.add_argument("--skip-cross-encoder", action="store_true")
     args = p.parse_args()
 
     folder = models_dir()
@@ -158,8 +200,8 @@ def main() -> None:
         sys.exit("the local MiniLM is not installed")
     minilm = LocalEmbedder(model_dir)
     dense = {
-        "bge-small-en-v1.5": Dense(folder / "bge_small_en", args.threads, "cls", BGE_QUERY, ""),
-        "e5-small-v2": Dense(folder / "dense_en", args.threads, "mean", "query: ", "passage: "),
+        "bge-small-en-v1.5": Dense(folder / "bge_small_en", args.threads, "cls", BGE_QUERY, "", args.float_activations),
+        "e5-small-v2": Dense(folder / "dense_en", args.threads, "mean", "query: ", "passage: ", args.float_activations),
     }
     ce = CrossEncoder(folder / "reranker_en", args.threads)
     rows: dict[str, list[dict[str, float]]] = {}
@@ -186,7 +228,7 @@ def main() -> None:
                 add(f"dense only, {model}", d, qi, list(np.argsort(-(vectors[model] @ enc.query(q["q"])))))
             top = fused_ids[: args.top]
             texts = [d["chunks"]["text"][c] for c in top]
-            for windowed in (False, True):
+            for windowed in () if args.skip_cross_encoder else (False, True):
                 kind = "best 200-piece window" if windowed else "first 512 pieces"
                 t0 = time.perf_counter()
                 s = ce.scores(q["q"], texts, windowed)
@@ -201,7 +243,9 @@ def main() -> None:
     print(f"\n{args.split}: {n} questions ({args.corpora}), label {args.label}\n")
     print("| ranking | recall@5 | recall@20 | MRR | passage@20 |")
     print("| --- | ---: | ---: | ---: | ---: |")
+    suffix = " (activations float)" if args.float_activations else ""
     for name, got in rows.items():
+        name = name + suffix if name.startswith("dense only, ") and "MiniLM" not in name else name
         m = mean(got)
         print(f"| {name} | {m['recall@5']:.3f} | {m['recall@20']:.3f} | {m['mrr']:.3f} | {m['passage@20']:.3f} |")
     for kind, ms in ce_ms.items():
