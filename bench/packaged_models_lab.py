@@ -50,6 +50,11 @@ WINDOW = 200
 BGE_QUERY = "Represent this sentence for searching relevant passages: "
 
 
+def windows(pieces: list[int]) -> list[list[int]]:
+    """A chunk's word pieces cut as our pipeline cuts them for the model (``WINDOW`` pieces each)."""
+    return [pieces[i : i + WINDOW] for i in range(0, len(pieces), WINDOW)]
+
+
 def models_dir() -> Path:
     root = ev.RESULTS / "packaged_models"
     out = root / "data"
@@ -154,8 +159,7 @@ class Dense(Onnx):
 
     def chunk(self, text: str) -> Any:
         pieces = self.tok.encode(text, add_special_tokens=False).ids or [100]
-        wins = [pieces[i : i + WINDOW] for i in range(0, len(pieces), WINDOW)]
-        v = sum(self.vector(self.passage + w) * len(w) for w in wins)
+        v = sum(self.vector(self.passage + w) * len(w) for w in windows(pieces))
         return v / np.linalg.norm(v)
 
     def query(self, q: str) -> Any:
@@ -168,7 +172,7 @@ class CrossEncoder(Onnx):
         rows, owner = [], []
         for k, text in enumerate(texts):
             pieces = self.tok.encode(text, add_special_tokens=False).ids
-            spans = [pieces[i : i + WINDOW] for i in range(0, len(pieces), WINDOW)] if windowed else [pieces]
+            spans = windows(pieces) if windowed else [pieces]
             for span in spans or [[]]:
                 span = span[: 509 - len(qp)]
                 rows.append(([101, *qp, 102, *span, 102], [0] * (len(qp) + 2) + [1] * (len(span) + 1)))
