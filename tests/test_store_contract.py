@@ -352,6 +352,25 @@ def test_concurrent_first_opens_migrate_once(fresh_url: str) -> None:
             run(database.close())
 
 
+def test_sqlite_first_opens_racing_never_fail(tmp_path: Path) -> None:
+    """Switching a new file to WAL answered "database is locked" at once (not after the busy timeout) to
+    about 1 open in 60-200 when four opened the same new file together. One round of four seldom shows
+    it, so this runs 200 rounds, each on a file nothing has opened before (the code without the retry
+    failed it in each of 10 runs)."""
+    failures: list[BaseException] = []
+    for round_no in range(200):
+        url = f"sqlite:///{tmp_path / str(round_no) / 'new.db'}"
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(open_database, url, pool_size=1) for _ in range(4)]
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                failures.append(error)
+            else:
+                run(future.result().close())
+    assert failures == []
+
+
 def test_two_handles_open_at_once(database_url: str) -> None:
     a = open_database(database_url, pool_size=1)
     b = open_database(database_url, pool_size=1)
