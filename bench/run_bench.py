@@ -455,7 +455,7 @@ def start_profile(args: argparse.Namespace, backend: str, pid: int) -> subproces
     path = Path(args.profile)
     out = path.with_name(f"{path.stem}-{backend}{path.suffix}")
     kind = "raw" if path.suffix == ".txt" else "flamegraph"
-    cmd = [spy, "record", "--pid", str(pid), "--rate", "200", "--format", kind, "--output", str(out)]
+    cmd = [spy, "record", "--pid", str(pid), "--rate", str(args.profile_rate), "--format", kind, "--output", str(out)]
     cmd += ["--threads", "--nonblocking"] if args.profile_threads else ["--nonblocking"]
     if args.profile_gil:
         cmd.append("--gil")
@@ -930,6 +930,7 @@ def main() -> None:
         "into this file (.svg flame graph, or .txt for collapsed stacks)",
     )
     p.add_argument("--profile-threads", action="store_true", help="py-spy: one stack tree per thread")
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy: samples a second")
     p.add_argument(
         "--profile-gil",
         action="store_true",

@@ -659,7 +659,9 @@ def test_twenty_huge_images_do_not_grow_the_server(tmp_path: Path) -> None:
 
 
 def test_output_bytes_per_execution_are_capped_and_sparse_files_never_become_host_copies(tmp_path: Path) -> None:
-    gen = harness(tmp_path, pool_size=0, max_file_mb=256, max_saved_mb=100, max_image_mb=21)
+    # The default CPU allowance: six 20 MB images (random bytes, base64, the kernel's message) fault in
+    # several hundred MB, which on a fresh VM can take longer than the shared fixture's 4 s of CPU.
+    gen = harness(tmp_path, pool_size=0, max_file_mb=256, max_saved_mb=100, max_image_mb=21, cpu_seconds=60)
     h = next(gen)
     try:
         saver = _DiskSaver(tmp_path)
