@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +160,8 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     assert _sample(text, "assistantd_ingestion_backlog") == 0
     assert _sample(text, "assistantd_sandbox_sessions") == 0
     assert _sample(text, "assistantd_db_pool", figure="size") >= 1
+    # The served process tuned its garbage collector once started: what startup built is frozen.
+    assert (_sample(text, "assistantd_gc_frozen_objects") or 0) > 10_000
 
     # The separate metrics address needs no key and shows the same figures.
     separate = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
@@ -181,6 +185,34 @@ def test_metrics_count_an_open_stream_and_runs_in_flight(observed: tuple[Any, An
         assert _sample(text, "assistantd_runs", status="in_progress") == 1
         httpx.post(model.url.removesuffix("/v1") + "/_release", params={"model": "obs-hold"}).raise_for_status()
         assert stream.get_final_run().status == "completed"
+
+
+def test_the_collector_is_tuned_and_its_pauses_measured() -> None:
+    # In a process of its own: tune() changes the interpreter's collector for good.
+    code = (
+        "import gc, json\n"
+        "from assistantd.observability import collector, metrics\n"
+        "from prometheus_client import generate_latest\n"
+        "before = gc.get_threshold()\n"
+        "collector.tune(); collector.tune()\n"
+        "ring = []\n"
+        "for _ in range(1000):\n"  # garbage in cycles: still collected
+        "    a = []; a.append(a)\n"
+        "    ring.append(a)\n"
+        "del ring, a\n"
+        "facts = {'before': before, 'after': gc.get_threshold(), 'frozen': gc.get_freeze_count(),\n"
+        "         'hooked': gc.callbacks.count(collector._observe), 'collected': gc.collect(0)}\n"
+        "print(json.dumps(facts))\n"
+        "print(generate_latest(metrics.REGISTRY).decode())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    first, _, text = out.partition("\n")
+    facts = json.loads(first)
+    assert facts["after"] == [10_000, *facts["before"][1:]]  # the older generations' thresholds are kept
+    assert facts["frozen"] > 1000 and facts["hooked"] == 1  # hooked once, however often tune() runs
+    assert facts["collected"] == 1000  # garbage in cycles is still collected
+    assert _sample(text, "assistantd_gc_pause_seconds_count", generation="0") == 1
+    assert _sample(text, "assistantd_gc_frozen_objects") == facts["frozen"]
 
 
 def test_text_logs_put_uvicorn_in_our_format(tmp_path: Path) -> None:

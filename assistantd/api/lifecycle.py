@@ -1,4 +1,7 @@
-"""Stopping the HTTP server without hanging on open streams.
+"""Running the HTTP server: tuning the process once it has started, stopping without hanging on open streams.
+
+Once uvicorn has started (the app's lifespan done, the port bound), the garbage collector is tuned for a
+process that holds many live runs (``observability/collector.py``).
 
 uvicorn, told to stop (SIGTERM, SIGINT), stops accepting connections and then waits for every response
 in flight to finish before it runs the app's lifespan shutdown; an SSE stream of a run that goes on (or
@@ -13,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from types import FrameType
 from typing import Any
 
 import uvicorn
+
+from assistantd.observability import collector
 
 log = logging.getLogger("assistantd")
 
@@ -55,6 +61,11 @@ class GracefulServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, draining: Draining) -> None:
         super().__init__(config)
         self.draining = draining
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            collector.tune()  # what startup built is what the collector need never walk again
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.draining.fire()

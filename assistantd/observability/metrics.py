@@ -83,3 +83,14 @@ INGEST_BACKLOG = Gauge(
 )
 
 DB_POOL = Gauge("assistantd_db_pool", "Database pool figures (size, idle, waiting).", ["figure"], registry=REGISTRY)
+
+# The cyclic garbage collector of the serving process (observability/collector.py): every pass stops the
+# event loop, so its pauses add to every stream's latency.
+GC_PAUSE = Histogram(
+    "assistantd_gc_pause_seconds", "Garbage collector passes by generation (0 young, 2 full), with the loop stopped.",
+    ["generation"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY,
+)
+GC_FROZEN = Gauge(
+    "assistantd_gc_frozen_objects", "Objects frozen out of the collector's reach once the server started.",
+    registry=REGISTRY,
+)
