@@ -652,6 +652,27 @@ async def sdk_reference(
     return [row(backend, "sdk direct", direct, 1), row(backend, "sdk assistantd", runs, 1)]
 
 
+async def gc_pauses(port: int) -> dict[str, tuple[float, float]] | None:
+    """The server's garbage collector passes so far, by generation: (count, seconds), from its /metrics;
+    None for a tree without ``assistantd_gc_pause_seconds``."""
+    conn = await Conn(port).open()
+    try:
+        status, _ = await conn.request("GET", "/metrics")
+        text = b"".join([c async for c in conn.chunks()]).decode()
+    finally:
+        conn.close()
+    if status != 200 or "assistantd_gc_pause_seconds" not in text:
+        return None
+    out: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for part, i in (("_count", 0), ("_sum", 1)):
+            head = f"assistantd_gc_pause_seconds{part}{{"
+            if line.startswith(head):
+                generation = line.split('generation="', 1)[1].split('"', 1)[0]
+                out.setdefault(generation, [0.0, 0.0])[i] = float(line.rsplit(" ", 1)[1])
+    return {g: (v[0], v[1]) for g, v in out.items()}
+
+
 async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -> list[Row]:
     server_port, upstream_port = env.server_port, env.upstream_port
     tokens = args.load_tokens
@@ -713,11 +734,18 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
         reset = reset_peak_rss(pid)
         rss0 = status_kb(pid, "VmRSS")
         spy = start_profile(args, f"{backend}-{case.split()[-1]}", pid) if n == max(args.concurrency) else None
+        gc_before = await gc_pauses(server_port)
         meter = Meter(env)
         results, wall = await burst(server_port, path_body, run=run)
         cpu = meter.done()
         if spy is not None:
             stop(spy)
+        gc_after = await gc_pauses(server_port) if gc_before is not None else None
+        if gc_before is not None and gc_after is not None:
+            # Passes and seconds during the burst (the scrape between them is a few ms of its own).
+            cpu["gc"] = {
+                g: (c - gc_before.get(g, (0, 0))[0], t - gc_before.get(g, (0, 0))[1]) for g, (c, t) in gc_after.items()
+            }
         return row(
             backend,
             case,
@@ -836,6 +864,11 @@ def print_overhead(rows: list[Row], args: argparse.Namespace) -> None:
                     f"loop's thread), peak RSS {fmt(a.peak_rss_mb, '.0f')} MB; response head p50 "
                     f"{fmt(a.extra.get('head_p50'))} ms, p99 {fmt(a.extra.get('head_p99'))} ms"
                 )
+                if a.extra.get("gc"):
+                    passes = ", ".join(
+                        f"gen {g}: {c:.0f} in {t * 1000:.0f} ms" for g, (c, t) in sorted(a.extra["gc"].items())
+                    )
+                    lines.append(f"  {'':<8} {'':>5} garbage collector passes during the burst: {passes}")
     if lines:
         print("\nMeasured in this run (information, not pass/fail):")
         print("\n".join(lines))

@@ -31,13 +31,15 @@ from assistantd.observability import metrics
 YOUNG_THRESHOLD = 10_000  # net allocations between young collections (CPython's default: 700)
 
 _started: list[float] = []  # the pass in progress (the collector does not nest)
+# Resolved once: the callback runs inside a collection, and a label lookup takes a lock and may allocate.
+_PAUSES = [metrics.GC_PAUSE.labels(str(generation)) for generation in range(3)]
 
 
 def _observe(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started.append(time.perf_counter())
     elif _started:
-        metrics.GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _started.pop())
+        _PAUSES[min(info["generation"], 2)].observe(time.perf_counter() - _started.pop())
 
 
 def tune() -> None:
