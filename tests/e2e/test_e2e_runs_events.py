@@ -10,12 +10,13 @@ without gaps, identity fields only in the first delta.
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import openai
 
-from .remote import E2E_MARKS, RemoteServer
-from .runs_support import FUNCTION_TOOLS, ScriptedUpstream, make_assistant, new_model, sse
+from .remote import E2E_MARKS, KEY_A, RemoteServer
+from .runs_support import DEADLINE, FUNCTION_TOOLS, ScriptedUpstream, make_assistant, new_model, sse, wait_for
 
 pytestmark = E2E_MARKS
 
@@ -404,3 +405,87 @@ def test_additional_messages_have_no_events_in_the_stream(
     listed = rclient.beta.threads.messages.list(thread.id, order="asc").data
     assert [m.role for m in listed] == ["user", "assistant"]
     assert upstream.requests(model)[0]["messages"] == [{"role": "user", "content": "late"}]
+
+
+def _parse_sse(body: bytes) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    for block in body.decode().split("\n\n"):
+        lines = [line for line in block.split("\n") if line and not line.startswith(":")]
+        if not lines:
+            continue
+        name = next(line[6:].strip() for line in lines if line.startswith("event:"))
+        data = "\n".join(line[5:].lstrip(" ") for line in lines if line.startswith("data:"))
+        events.append((name, data if data == "[DONE]" else json.loads(data)))
+    return events
+
+
+def _read_chunked(sock: socket.socket) -> bytes:
+    """A chunked HTTP/1.1 response body, read to its last chunk (the head is skipped)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower(), head
+    body = bytearray()
+    while True:
+        while b"\r\n" not in buf:
+            buf += sock.recv(65536)
+        size_line, buf = buf.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        while len(buf) < size + 2:
+            more = sock.recv(65536)
+            assert more, "the server closed the stream mid-chunk"
+            buf += more
+        if size == 0:
+            return bytes(body)
+        body += buf[:size]
+        buf = buf[size + 2 :]
+
+
+def test_a_client_that_stops_reading_still_gets_every_event_in_order(
+    runs_server: RemoteServer, rclient: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    # ~2.4 MB of deltas to a client whose receive buffer is tiny and that reads nothing until the run has
+    # ended: the server's writes are pushed back (far past the socket buffers) and queue, and every event
+    # must then arrive once, in order, with the stream closed properly.
+    model = new_model()
+    chunks = [f"<{i:04d}>" + "x" * 1000 for i in range(2000)]
+    upstream.script(model, {"chunks": chunks})
+    assistant = make_assistant(rclient, model)
+    thread = rclient.beta.threads.create(messages=[{"role": "user", "content": "Say a lot"}])
+    body = json.dumps({"assistant_id": assistant.id, "stream": True}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(DEADLINE)
+    try:
+        sock.connect(("127.0.0.1", runs_server.port))
+        sock.sendall(
+            f"POST /v1/threads/{thread.id}/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {KEY_A}\r\nOpenAI-Beta: assistants=v2\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        wait_for(
+            "the run to end while its stream is not read",
+            lambda: [r for r in rclient.beta.threads.runs.list(thread_id=thread.id).data if r.status == "completed"],
+        )
+        events = _parse_sse(_read_chunked(sock))
+    finally:
+        sock.close()
+    assert names(events) == [
+        "thread.run.created",
+        "thread.run.queued",
+        "thread.run.in_progress",
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+        "thread.message.created",
+        "thread.message.in_progress",
+        "thread.message.delta+",
+        "thread.message.completed",
+        "thread.run.step.completed",
+        "thread.run.completed",
+        "done",
+    ]
+    message = of(events, "thread.message.created")[0]
+    assert check_text_deltas(events, message["id"]) == "".join(chunks)
+    assert len(of(events, "thread.message.delta")) == len(chunks)
