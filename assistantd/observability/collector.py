@@ -7,8 +7,8 @@ burst of 1,000 streamed runs they set off ~500 young collections and 4-5 full on
 every live object with the event loop stopped, 120-210 ms at a time: 0.65-0.94 s of a ~3 s burst, none of
 which found any garbage (bench/README.md, "The collector"). So, once started:
 
-- ``gc.freeze()`` moves what exists then (modules, settings, routes, the embedding model) out of the
-  generations the collector walks; those objects live as long as the process anyway.
+- ``gc.freeze()`` moves what exists then (modules, settings, routes, the database's and the engine's
+  state) out of the generations the collector walks; those objects live as long as the process anyway.
 - The young generation is collected every 10,000 net allocations instead of 700: ~15x fewer young
   passes, each walking more (a few ms, tens under a burst), and the full passes that follow every
   hundredth of them come far less often. Garbage in cycles is still collected, only a little later.
