@@ -35,6 +35,21 @@ MESSAGE_KEYS = {
     "role", "content", "assistant_id", "run_id", "attachments", "metadata",
 }  # fmt: skip
 DELTAS = ("thread.message.delta", "thread.run.step.delta")
+# A run that answers in text, event by event (deltas folded by ``names``), as the official transcript has it.
+TEXT_ANSWER = [
+    "thread.run.created",
+    "thread.run.queued",
+    "thread.run.in_progress",
+    "thread.run.step.created",
+    "thread.run.step.in_progress",
+    "thread.message.created",
+    "thread.message.in_progress",
+    "thread.message.delta+",
+    "thread.message.completed",
+    "thread.run.step.completed",
+    "thread.run.completed",
+    "done",
+]
 
 
 def names(events: list[tuple[str, Any]]) -> list[str]:
@@ -92,20 +107,7 @@ def test_text_answer_event_by_event(
 
     events = sse(runs_server, f"/threads/{thread.id}/runs", {"assistant_id": assistant.id, "stream": True})
 
-    assert names(events) == [
-        "thread.run.created",
-        "thread.run.queued",
-        "thread.run.in_progress",
-        "thread.run.step.created",
-        "thread.run.step.in_progress",
-        "thread.message.created",
-        "thread.message.in_progress",
-        "thread.message.delta+",
-        "thread.message.completed",
-        "thread.run.step.completed",
-        "thread.run.completed",
-        "done",
-    ]
+    assert names(events) == TEXT_ANSWER
     assert events[-1] == ("done", "[DONE]")
     run_id = events[0][1]["id"]
     check_run_events(events, run_id)
@@ -298,21 +300,7 @@ def test_create_and_run_stream_starts_with_thread_created(
             "thread": {"messages": [{"role": "user", "content": "Start"}], "metadata": {"k": "v"}},
         },
     )
-    assert names(events) == [
-        "thread.created",
-        "thread.run.created",
-        "thread.run.queued",
-        "thread.run.in_progress",
-        "thread.run.step.created",
-        "thread.run.step.in_progress",
-        "thread.message.created",
-        "thread.message.in_progress",
-        "thread.message.delta+",
-        "thread.message.completed",
-        "thread.run.step.completed",
-        "thread.run.completed",
-        "done",
-    ]
+    assert names(events) == ["thread.created", *TEXT_ANSWER]
     thread = events[0][1]
     assert thread["object"] == "thread" and thread["metadata"] == {"k": "v"}
     assert set(thread) == {"id", "object", "created_at", "tool_resources", "metadata"}
@@ -472,20 +460,7 @@ def test_a_client_that_stops_reading_still_gets_every_event_in_order(
         events = _parse_sse(_read_chunked(sock))
     finally:
         sock.close()
-    assert names(events) == [
-        "thread.run.created",
-        "thread.run.queued",
-        "thread.run.in_progress",
-        "thread.run.step.created",
-        "thread.run.step.in_progress",
-        "thread.message.created",
-        "thread.message.in_progress",
-        "thread.message.delta+",
-        "thread.message.completed",
-        "thread.run.step.completed",
-        "thread.run.completed",
-        "done",
-    ]
+    assert names(events) == TEXT_ANSWER
     message = of(events, "thread.message.created")[0]
     assert check_text_deltas(events, message["id"]) == "".join(chunks)
     assert len(of(events, "thread.message.delta")) == len(chunks)
