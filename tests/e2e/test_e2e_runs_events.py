@@ -316,17 +316,9 @@ def test_text_then_function_call_in_one_turn(
     assistant = make_assistant(rclient, model, tools=FUNCTION_TOOLS)
     thread = rclient.beta.threads.create(messages=[{"role": "user", "content": "Stock?"}])
     events = sse(runs_server, f"/threads/{thread.id}/runs", {"assistant_id": assistant.id, "stream": True})
+    # A text answer up to its step's completion, then the tool step.
     assert names(events) == [
-        "thread.run.created",
-        "thread.run.queued",
-        "thread.run.in_progress",
-        "thread.run.step.created",
-        "thread.run.step.in_progress",
-        "thread.message.created",
-        "thread.message.in_progress",
-        "thread.message.delta+",
-        "thread.message.completed",
-        "thread.run.step.completed",
+        *TEXT_ANSWER[:10],
         "thread.run.step.created",
         "thread.run.step.in_progress",
         "thread.run.step.delta+",
