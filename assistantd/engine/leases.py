@@ -22,9 +22,9 @@ from typing import Any
 
 from assistantd.store import Conn, Database
 from assistantd.store import leases as sql
-from assistantd.store.leases import FILES, RUNS, LeaseTable
+from assistantd.store.leases import FILES, RUNS, Held, LeaseTable
 
-__all__ = ["FILES", "RUNS", "LeaseTable", "Leases"]
+__all__ = ["FILES", "RUNS", "Held", "LeaseTable", "Leases"]
 
 log = logging.getLogger("assistantd.engine")
 
@@ -55,6 +55,11 @@ class Leases:
         return self.clock() + self.seconds
 
     # --- inside a transaction ----------------------------------------------------------------------
+
+    def new(self) -> Held:
+        """The lease of a job this server creates and holds from its first commit, for its INSERT to write
+        (one statement where an INSERT and a ``take`` are two)."""
+        return Held(self.owner, self.until())
 
     def take(self, conn: Conn, key: Any) -> None:
         """Hold ``key`` unconditionally: a job this server has just created, or one it resumes."""

@@ -40,6 +40,8 @@ class _Moved(Exception):
 
 
 def _locked(thread_id: str, run_id: str | None) -> InvalidRequest:
+    if run_id is None:  # it ended between our insert and the look at it
+        return InvalidRequest(f"Thread {thread_id} had an active run a moment ago; try again.")
     return InvalidRequest(f"Thread {thread_id} already has an active run {run_id}.")
 
 
@@ -108,14 +110,12 @@ class RunService:
         self.expiry = expiry_seconds
 
     def _insert_run(self, conn: Conn, project: str, run: dict[str, Any], state: dict[str, Any]) -> None:
-        active = run_rows.active_run_id(conn, run["thread_id"])
-        if active is not None:
-            raise _locked(run["thread_id"], active)
-        run_rows.insert(conn, project, run, state, lease_owner=None, lease_until=None)
-        self.engine.leases.take(conn, run["id"])  # held from its first commit: no reaper sees it unowned
+        # Held from its first commit (no reaper sees it unowned). A thread with an active run already
+        # fails the INSERT (the runs_one_active index): UniqueViolation, answered by ``_lock_lost``.
+        run_rows.insert(conn, project, run, state, lease=self.engine.leases.new())
 
     async def _lock_lost(self, thread_id: str) -> InvalidRequest:
-        """A concurrent create won the race for the thread between our check and our insert."""
+        """The thread has an active run (the one-active-run index refused ours): name it."""
         active = await self.db.read(lambda c: run_rows.active_run_id(c, thread_id))
         return _locked(thread_id, active)
 

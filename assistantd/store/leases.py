@@ -4,7 +4,8 @@ A row is held by a server while ``lease_owner`` names it and ``lease_until`` (ep
 future; a lapsed lease means its server died. Runs (``runs``, keyed by ``id``) and ingestion
 (``vector_store_files``, keyed by ``seq``) are both queues of this kind. The engine's ``Leases`` wraps
 these statements with an owner and a clock; nothing else writes the two columns, except the statements
-that end a job (they clear them in the same UPDATE that writes the job's final status).
+that end a job (they clear them in the same UPDATE that writes the job's final status) and the INSERT
+of a job its server holds from the start (with a ``Held`` the engine's ``Leases`` made).
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ class LeaseTable:
     key: str
     live: str  # SQL condition: the statuses a server must hold a lease for
     attempts: bool = False  # an ``attempts`` column counts claims, so a file that kills servers can be failed
+
+
+@dataclass(frozen=True)
+class Held:
+    """A lease as a new row is inserted with it: the holder, and when the lease lapses."""
+
+    owner: str
+    until: float
 
 
 RUNS = LeaseTable("runs", "id", "status IN ('queued', 'in_progress', 'cancelling')")

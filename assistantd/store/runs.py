@@ -10,6 +10,7 @@ import orjson
 
 from assistantd.store import objects as rows
 from assistantd.store.base import Conn
+from assistantd.store.leases import Held
 
 # The one list of run statuses by phase. (The partial index ``runs_one_active`` in schema.py spells
 # ACTIVE out too: a migration's DDL never changes once released.)
@@ -44,8 +45,7 @@ def insert(
     run: dict[str, Any],
     state: dict[str, Any],
     *,
-    lease_owner: str | None,
-    lease_until: float | None,
+    lease: Held | None,
 ) -> None:
     rows.insert(
         conn,
@@ -55,8 +55,8 @@ def insert(
         thread_id=run["thread_id"],
         status=run["status"],
         expires_at=run["expires_at"],
-        lease_owner=lease_owner,
-        lease_until=lease_until,
+        lease_owner=lease.owner if lease is not None else None,
+        lease_until=lease.until if lease is not None else None,
         state=rows.dumps(state),
     )
 
