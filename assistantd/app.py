@@ -25,6 +25,7 @@ from assistantd.errors import APIError
 from assistantd.llm.base import ChatModel
 from assistantd.llm.router import ModelRouter, Upstream
 from assistantd.observability import web as observability_web
+from assistantd.observability.loop_lag import LoopLagWatch
 from assistantd.observability.tools import ObservedCodeInterpreter, observe_tools
 from assistantd.observability.web import MetricsMiddleware, metrics_listener
 from assistantd.service.assistants import AssistantService
@@ -194,10 +195,12 @@ def create_app(
             # Sandboxes are started ahead of need; with no pool the tool starts the interpreter on first use.
             await services.code_interpreter.start()
         log.info("%s", await startup_block(settings, services))
+        lag = LoopLagWatch(asyncio.get_running_loop()).start()
         try:
             async with metrics_listener(settings, services):
                 yield
         finally:
+            lag.stop()
             for task in (sweeper, drainer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -652,16 +652,20 @@ async def sdk_reference(
     return [row(backend, "sdk direct", direct, 1), row(backend, "sdk assistantd", runs, 1)]
 
 
-async def gc_pauses(port: int) -> dict[str, tuple[float, float]] | None:
-    """The server's garbage collector passes so far, by generation: (count, seconds), from its /metrics;
-    None for a tree without ``assistantd_gc_pause_seconds``."""
+async def server_metrics(port: int) -> str:
     conn = await Conn(port).open()
     try:
         status, _ = await conn.request("GET", "/metrics")
         text = b"".join([c async for c in conn.chunks()]).decode()
     finally:
         conn.close()
-    if status != 200 or "assistantd_gc_pause_seconds" not in text:
+    return text if status == 200 else ""
+
+
+def gc_pauses(text: str) -> dict[str, tuple[float, float]] | None:
+    """The server's garbage collector passes so far, by generation: (count, seconds), from its /metrics;
+    None for a tree without ``assistantd_gc_pause_seconds``."""
+    if "assistantd_gc_pause_seconds" not in text:
         return None
     out: dict[str, list[float]] = {}
     for line in text.splitlines():
@@ -671,6 +675,33 @@ async def gc_pauses(port: int) -> dict[str, tuple[float, float]] | None:
                 generation = line.split('generation="', 1)[1].split('"', 1)[0]
                 out.setdefault(generation, [0.0, 0.0])[i] = float(line.rsplit(" ", 1)[1])
     return {g: (v[0], v[1]) for g, v in out.items()}
+
+
+def loop_lag_buckets(text: str) -> dict[float, float] | None:
+    """The server's event loop lag samples so far, as cumulative counts by bucket bound (seconds); None
+    for a tree without ``assistantd_event_loop_lag_seconds``."""
+    head = 'assistantd_event_loop_lag_seconds_bucket{le="'
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(head):
+            bound = line[len(head) :].split('"', 1)[0]
+            out[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out or None
+
+
+def lag_summary(before: dict[float, float], after: dict[float, float]) -> str:
+    """Samples taken between two scrapes, with the bucket bounds their median, 99th percentile and
+    largest fall under."""
+    during = {b: after[b] - before.get(b, 0.0) for b in sorted(after)}
+    total = during.get(float("inf"), 0.0)
+    if not total:
+        return "no samples"
+
+    def under(q: float) -> str:
+        bound = next(b for b, c in during.items() if c >= q * total)
+        return "> 5 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+
+    return f"{total:.0f} samples, p50 {under(0.5)}, p99 {under(0.99)}, largest {under(1.0)}"
 
 
 async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -> list[Row]:
@@ -734,13 +765,17 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
         reset = reset_peak_rss(pid)
         rss0 = status_kb(pid, "VmRSS")
         spy = start_profile(args, f"{backend}-{case.split()[-1]}", pid) if n == max(args.concurrency) else None
-        gc_before = await gc_pauses(server_port)
+        scraped = await server_metrics(server_port)
+        gc_before, lag_before = gc_pauses(scraped), loop_lag_buckets(scraped)
         meter = Meter(env)
         results, wall = await burst(server_port, path_body, run=run)
         cpu = meter.done()
         if spy is not None:
             stop(spy)
-        gc_after = await gc_pauses(server_port) if gc_before is not None else None
+        scraped = await server_metrics(server_port)
+        gc_after, lag_after = gc_pauses(scraped), loop_lag_buckets(scraped)
+        if lag_before is not None and lag_after is not None:
+            cpu["loop_lag"] = lag_summary(lag_before, lag_after)
         if gc_before is not None and gc_after is not None:
             # Passes and seconds during the burst (the scrape between them is a few ms of its own).
             cpu["gc"] = {
@@ -869,6 +904,8 @@ def print_overhead(rows: list[Row], args: argparse.Namespace) -> None:
                         f"gen {g}: {c:.0f} in {t * 1000:.0f} ms" for g, (c, t) in sorted(a.extra["gc"].items())
                     )
                     lines.append(f"  {'':<8} {'':>5} garbage collector passes during the burst: {passes}")
+                if a.extra.get("loop_lag"):
+                    lines.append(f"  {'':<8} {'':>5} event loop lag during the burst: {a.extra['loop_lag']}")
     if lines:
         print("\nMeasured in this run (information, not pass/fail):")
         print("\n".join(lines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from ops_support import assistantd_serve, free_port, scripted_model
 
 from assistantd.observability import tracing
+from assistantd.observability.loop_lag import LoopLagWatch
 from assistantd.observability.web import route_of
 
 KEY = "sk-ops-observability-0123456789"
@@ -162,6 +164,8 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     assert _sample(text, "assistantd_db_pool", figure="size") >= 1
     # The served process tuned its garbage collector once started: what startup built is frozen.
     assert (_sample(text, "assistantd_gc_frozen_objects") or 0) > 10_000
+    # The event loop's lag is sampled while the server runs (every 50 ms; it has served for seconds).
+    assert (_sample(text, "assistantd_event_loop_lag_seconds_count") or 0) >= 1
 
     # The separate metrics address needs no key and shows the same figures.
     separate = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
@@ -213,6 +217,25 @@ def test_the_collector_is_tuned_and_its_pauses_measured() -> None:
     assert facts["collected"] == 1000  # garbage in cycles is still collected
     assert _sample(text, "assistantd_gc_pause_seconds_count", generation="0") == 1
     assert _sample(text, "assistantd_gc_frozen_objects") == facts["frozen"]
+
+
+def test_a_blocked_event_loop_shows_as_lag() -> None:
+    lags: list[float] = []
+
+    async def block_the_loop() -> None:
+        watch = LoopLagWatch(asyncio.get_running_loop(), interval=0.01, observe=lags.append).start()
+        busy_until = time.perf_counter() + 0.2
+        while time.perf_counter() < busy_until:
+            pass  # 200 ms of work in one callback, as a blocking handler does: nothing else runs meanwhile
+        for _ in range(100):  # the loop's next turns: the first one runs the overdue timer
+            if lags:
+                break
+            await asyncio.sleep(0)
+        watch.stop()
+
+    asyncio.run(block_the_loop())
+    # The timer due 10 ms into the 200 ms block ran ~190 ms late, and it was the only one.
+    assert len(lags) == 1 and 0.15 <= lags[0] <= 0.3, lags
 
 
 def test_text_logs_put_uvicorn_in_our_format(tmp_path: Path) -> None:

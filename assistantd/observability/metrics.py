@@ -90,6 +90,12 @@ GC_PAUSE = Histogram(
     "assistantd_gc_pause_seconds", "Garbage collector passes by generation (0 young, 2 full), with the loop stopped.",
     ["generation"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=REGISTRY,
 )
+LOOP_LAG = Histogram(
+    "assistantd_event_loop_lag_seconds",
+    "How much later than due the event loop ran a timer (sampled every 50 ms): the wait every stream shares.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
 GC_FROZEN = Gauge(
     "assistantd_gc_frozen_objects", "Objects frozen out of the collector's reach once the server started.",
     registry=REGISTRY,
