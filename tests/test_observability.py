@@ -234,8 +234,9 @@ def test_a_blocked_event_loop_shows_as_lag() -> None:
         watch.stop()
 
     asyncio.run(block_the_loop())
-    # The timer due 10 ms into the 200 ms block ran ~190 ms late, and it was the only one.
-    assert len(lags) == 1 and 0.15 <= lags[0] <= 0.3, lags
+    # The timer due 10 ms into the 200 ms block ran ~190 ms late (more on a machine that descheduled
+    # us meanwhile, never less), and it was the only one.
+    assert len(lags) == 1 and 0.15 <= lags[0] < 1.0, lags
 
 
 def test_text_logs_put_uvicorn_in_our_format(tmp_path: Path) -> None:
