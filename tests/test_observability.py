@@ -191,6 +191,48 @@ def test_metrics_count_an_open_stream_and_runs_in_flight(observed: tuple[Any, An
         assert stream.get_final_run().status == "completed"
 
 
+def test_a_client_that_leaves_mid_stream_ends_its_response_but_not_its_run(observed: tuple[Any, Any, int]) -> None:
+    """The server notices the client's hang-up while the model is quiet: the response ends then (the
+    open-stream gauge drops), not when the model next speaks; a run carries on, a pass-through stops."""
+    model, server, _ = observed
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    def open_streams() -> float | None:
+        return _sample(httpx.get(server.url + "/metrics", headers=headers).text, "assistantd_active_streams")
+
+    _script(model.url, "obs-leave", [{"text": "one two three", "hold": True}])
+    assistant = client.beta.assistants.create(model="obs-leave")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+        for event in stream:
+            if event.event == "thread.message.delta":
+                break  # the model now holds its turn: nothing more comes until it is released
+        run_id = stream.current_run.id  # type: ignore[union-attr]
+        assert open_streams() == 1
+    _wait(lambda: open_streams() == 0, "the run's stream to end once its client left")
+    assert client.beta.threads.runs.retrieve(run_id, thread_id=thread.id).status == "in_progress"
+    httpx.post(model.url.removesuffix("/v1") + "/_release", params={"model": "obs-leave"}).raise_for_status()
+    run = _wait(
+        lambda: (r := client.beta.threads.runs.retrieve(run_id, thread_id=thread.id)).status == "completed" and r,
+        "the run to complete without its client",
+    )
+    (message,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+    assert message.content[0].text.value == "one two three"  # type: ignore[union-attr]
+
+    _script(model.url, "obs-leave-chat", [{"text": "one two three", "hold": True}])
+    body = {"model": "obs-leave-chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, headers=headers) as response:
+        assert response.status_code == 200
+        chunks = response.iter_raw()  # kept open: leaving a loop over it would close the connection
+        seen = b""
+        while b"one" not in seen:
+            seen += next(chunks)  # the upstream holds after its first word
+        assert open_streams() == 1
+    _wait(lambda: open_streams() == 0, "the pass-through stream to end once its client left")
+    httpx.post(model.url.removesuffix("/v1") + "/_release", params={"model": "obs-leave-chat"}).raise_for_status()
+
+
 def test_the_collector_is_tuned_and_its_pauses_measured() -> None:
     # In a process of its own: tune() changes the interpreter's collector for good.
     code = (

@@ -7,10 +7,11 @@ from urllib.parse import quote
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from assistantd.api.common import ok, ok_page, ok_raw, page_query, project, services
+from assistantd.api.streaming import StreamedResponse
 from assistantd.errors import InvalidRequest
 from assistantd.service.files import check_expiry, check_purpose
 
@@ -65,7 +66,7 @@ async def content(request: Request) -> Response:
         if quoted == download.filename
         else f"attachment; filename*=utf-8''{quoted}"
     )
-    return StreamingResponse(
+    return StreamedResponse(
         download.chunks,
         media_type=download.media_type,
         headers={"content-length": str(download.size), "content-disposition": disposition},

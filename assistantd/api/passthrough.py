@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from assistantd.api.common import project, services
+from assistantd.api.streaming import StreamedResponse
 
 
 async def _forward(request: Request, path: str) -> Response:
     forwarded = await services(request).passthrough.forward(project(request), path, await request.body())
     if forwarded.stream is not None:
-        return StreamingResponse(
+        return StreamedResponse(
             forwarded.stream,
             media_type=forwarded.media_type,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -12,8 +12,8 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 
 import orjson
-from starlette.responses import StreamingResponse
 
+from assistantd.api.streaming import StreamedResponse
 from assistantd.protocol.runs import without_search_content
 from assistantd.service.streams import Event, EventQueue, Subscription
 
@@ -120,9 +120,9 @@ def sse_response(
     prefix: Iterable[Event] = (),
     keepalive: float = KEEPALIVE_SECONDS,
     include: list[str] | None = None,
-) -> StreamingResponse:
+) -> StreamedResponse:
     """The run's events as SSE; ``include`` is the run's include[] (step events shed what it does not name)."""
-    return StreamingResponse(
+    return StreamedResponse(
         _frames(list(prefix), sub, keepalive, include),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
