@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from engine_support import FakeChatModel, assistant, ok, thread, wait_run
 
 from assistantd.cli import main
-from assistantd.service.keys import change_marker_path, create_key, revoke_key
+from assistantd.errors import InvalidRequest
+from assistantd.service.keys import adopt_default, change_marker_path, create_key, revoke_key
 from assistantd.store import Database, open_database
 from assistantd.store.lock import DataDirLock, sqlite_lock_path
 
@@ -221,3 +223,22 @@ def test_adopt_default_names_a_target_project(make_api: MakeApi, capsys: pytest.
     api = make_api()
     assert main(["keys", "adopt-default", "--project", "default", *storage_args(api)]) == 1
     assert "not 'default' itself" in capsys.readouterr().err
+
+
+def test_adopt_default_waits_for_project_defaults_active_runs(make_api: MakeApi, operator_db: Database) -> None:
+    """A run still active in 'default' (here waiting for tool outputs) would be split from its thread."""
+    model = FakeChatModel()
+    call = {"tool_calls": [{"name": "lookup", "arguments": "{}"}]}
+    model.script("m", call)
+    api = make_api(chat_model=model)
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+    asst = assistant(api.client, "m", tools=[tool])
+    t = thread(api.client, "Look it up")
+    run = ok(api.client.post(f"/v1/threads/{t['id']}/runs", json={"assistant_id": asst["id"]}))
+    wait_run(api.client, t["id"], run["id"], ("requires_action",))
+    with pytest.raises(InvalidRequest, match=r"1 run\(s\) of project 'default' are still active"):
+        adopt_default(operator_db, "acme")
+    assert api.count("threads", project_id="default") == 1  # nothing moved
+
+    ok(api.client.post(f"/v1/threads/{t['id']}/runs/{run['id']}/cancel"))
+    assert adopt_default(operator_db, "acme")["threads"] == 1

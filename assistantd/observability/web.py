@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -27,7 +26,6 @@ from assistantd.settings import Settings
 
 log = logging.getLogger("assistantd")
 
-ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 REFRESH_SECONDS = 5.0  # how often the separate metrics listener's gauges are re-read
 
 # Path segments that are part of a route; any other segment is an id (or a typo) and becomes {id}, so the
@@ -88,20 +86,11 @@ class MetricsMiddleware:
 async def refresh(services: Services) -> None:
     """Read the gauges that describe shared state (database-wide) or live objects."""
 
-    def query(conn: Any) -> tuple[list[Any], Any]:
-        marks = ", ".join("?" for _ in ACTIVE_RUN_STATUSES)
-        runs = conn.fetchall(
-            f"SELECT status, COUNT(*) FROM runs WHERE status IN ({marks}) GROUP BY status", ACTIVE_RUN_STATUSES
-        )
-        backlog = conn.fetchval("SELECT COUNT(*) FROM vector_store_files WHERE status = 'in_progress'")
-        return runs, backlog
-
-    runs, backlog = await services.db.read(query)
-    counts = {status: int(n) for status, n in runs}
-    for status in ACTIVE_RUN_STATUSES:
-        metrics.RUNS.labels(status).set(counts.get(status, 0))
-    metrics.QUEUE_DEPTH.set(counts.get("queued", 0))
-    metrics.INGEST_BACKLOG.set(int(backlog or 0))
+    counts = await services.runs.active_counts()
+    for status, n in counts.items():
+        metrics.RUNS.labels(status).set(n)
+    metrics.QUEUE_DEPTH.set(counts["queued"])
+    metrics.INGEST_BACKLOG.set(await services.vector_stores.backlog())
     metrics.SANDBOX_SESSIONS.set(services.code_interpreter.session_count)
     metrics.SANDBOX_POOL.set(services.code_interpreter.pool_ready)
     for figure, value in services.db.pool_stats().items():
@@ -119,7 +108,9 @@ async def metrics_endpoint(request: Request) -> Response:
         key = _bearer(request)
         if not key or await services.keys.project_for(key) is None:
             return envelope(
-                401, "/metrics takes an API key of this server (Authorization: Bearer KEY).", "invalid_request_error",
+                401,
+                "/metrics takes an API key of this server (Authorization: Bearer KEY).",
+                "invalid_request_error",
                 code="invalid_api_key",
             )
     await refresh(services)

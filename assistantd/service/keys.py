@@ -29,6 +29,7 @@ from assistantd.errors import InvalidRequest
 from assistantd.ids import new_id
 from assistantd.store import Database
 from assistantd.store import keys as key_rows
+from assistantd.store import runs as run_rows
 from assistantd.store.base import Conn
 
 log = logging.getLogger("assistantd.keys")
@@ -53,9 +54,7 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         try:
-            return all(
-                ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None)
-            )
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
         except OSError:
             return False
 
@@ -172,9 +171,7 @@ def create_key(db: Database, project: str, name: str, marker: Path | None = None
     key = "sk-ad-" + secrets.token_urlsafe(32)
     key_id = new_id("key")
     db.write_sync(
-        lambda conn: key_rows.insert(
-            conn, key_id=key_id, key=key, project=project, name=name, created_at=now()
-        )
+        lambda conn: key_rows.insert(conn, key_id=key_id, key=key, project=project, name=name, created_at=now())
     )
     if marker is not None:
         _signal_change(marker)
@@ -195,7 +192,7 @@ def adopt_default(db: Database, project: str) -> dict[str, int]:
         raise InvalidRequest("Name the project to move project 'default' objects into (not 'default' itself).")
 
     def move(conn: Conn) -> dict[str, int]:
-        active = key_rows.active_runs(conn, "default")
+        active = run_rows.active_in_project(conn, "default")
         if active:
             raise InvalidRequest(
                 f"{active} run(s) of project 'default' are still active; wait for them to end (or cancel them) "

@@ -176,6 +176,10 @@ class RunService:
         sub = self.engine.start(project, run["id"], announce=True, subscribe=stream)
         return thread, run, sub
 
+    async def active_counts(self) -> dict[str, int]:
+        """Runs in each active status, across every project (an operator's gauge)."""
+        return await self.db.read(run_rows.active_by_status)
+
     async def retrieve(self, project: str, thread_id: str, run_id: str) -> dict[str, Any]:
         def tx(conn: Conn) -> dict[str, Any]:
             _require_thread(conn, project, thread_id)

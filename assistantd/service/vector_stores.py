@@ -198,6 +198,10 @@ class VectorStoreService:
         self.mode = mode  # what search runs on, said once at start-up
         self.searcher = VectorSearch(db, embedder)
 
+    async def backlog(self) -> int:
+        """Files waiting for or in ingestion, across every project (an operator's gauge)."""
+        return await self.db.read(ingest_queue.backlog)
+
     async def start(self) -> None:
         if self.mode:
             (log.info if self.embedder is not None else log.warning)(self.mode)

@@ -63,6 +63,11 @@ def requeue_file(conn: Conn, seq: int, obj: dict[str, Any], *, batch_id: str | N
     )
 
 
+def backlog(conn: Conn) -> int:
+    """Database-wide, the files waiting for or in ingestion."""
+    return int(conn.fetchval("SELECT count(*) FROM vector_store_files WHERE status = 'in_progress'") or 0)
+
+
 def in_progress_count(conn: Conn, project: str, store_ids: Sequence[str]) -> int:
     """How many files of these stores are still queued or being processed."""
     if not store_ids:

@@ -29,9 +29,7 @@ def insert(conn: Conn, *, key_id: str, key: str, project: str, name: str, create
 
 
 def project_for(conn: Conn, key: str) -> str | None:
-    return conn.fetchval(
-        "SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_key(key),)
-    )
+    return conn.fetchval("SELECT project_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (hash_key(key),))
 
 
 def any_active(conn: Conn) -> bool:
@@ -44,10 +42,7 @@ def list_all(conn: Conn) -> list[KeyRecord]:
 
 
 def revoke(conn: Conn, key_id: str, at: int) -> bool:
-    return (
-        conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id))
-        > 0
-    )
+    return conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, key_id)) > 0
 
 
 def any_ever(conn: Conn) -> bool:
@@ -55,16 +50,6 @@ def any_ever(conn: Conn) -> bool:
 
     ``revoke`` only marks rows, never deletes them, so the table itself remembers."""
     return conn.fetchone("SELECT 1 FROM api_keys LIMIT 1") is not None
-
-
-def active_runs(conn: Conn, project: str) -> int:
-    return int(
-        conn.fetchval(
-            "SELECT count(*) FROM runs WHERE project_id = ? "
-            "AND status IN ('queued', 'in_progress', 'requires_action', 'cancelling')",
-            (project,),
-        )
-    )
 
 
 def _project_tables(conn: Conn) -> list[str]:

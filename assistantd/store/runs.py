@@ -39,6 +39,17 @@ def active_run_id(conn: Conn, thread_id: str) -> str | None:
     return conn.fetchval(f"SELECT id FROM runs WHERE thread_id = ? AND status IN {_ACTIVE_SQL}", (thread_id,))
 
 
+def active_in_project(conn: Conn, project: str) -> int:
+    return int(conn.fetchval(f"SELECT count(*) FROM runs WHERE project_id = ? AND status IN {_ACTIVE_SQL}", (project,)))
+
+
+def active_by_status(conn: Conn) -> dict[str, int]:
+    """Database-wide, every active status with its count (zero included), for the gauges."""
+    found = conn.fetchall(f"SELECT status, count(*) FROM runs WHERE status IN {_ACTIVE_SQL} GROUP BY status")
+    counts = {status: int(n) for status, n in found}
+    return {status: counts.get(status, 0) for status in ACTIVE}
+
+
 def insert(
     conn: Conn,
     project: str,
