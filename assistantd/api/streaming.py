@@ -37,12 +37,22 @@ async def _until_gone(receive: Receive, sender: asyncio.Task[object], watch: _Wa
         sender.cancel()
 
 
+def _raises_when_gone(scope: Scope) -> bool:
+    """ASGI spec 2.4 and later: ``send`` raises ``OSError`` once the client has disconnected."""
+    version = scope.get("asgi", {}).get("spec_version", "2.0")
+    return version not in _SPEC_BEFORE_2_4 and tuple(int(p) for p in version.split(".")) >= (2, 4)
+
+
+_SPEC_BEFORE_2_4 = frozenset({"2.0", "2.1", "2.2", "2.3"})
+
+
 class StreamedResponse(StreamingResponse):
     """``StreamingResponse``'s constructor and headers, sent without a task group (see the module's text)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.current_task()
-        if sender is None or scope["type"] != "http":
+        if sender is None or scope["type"] != "http" or _raises_when_gone(scope):
+            # Starlette needs no task group there: a send to a client that has gone raises.
             await super().__call__(scope, receive, send)
             return
         watch = _Watch()
@@ -53,8 +63,6 @@ class StreamedResponse(StreamingResponse):
             # Ours (the client left): the response just ends. Anyone else's (shutdown) goes on up.
             if not watch.gone or sender.uncancel() > 0:
                 raise
-        except OSError:
-            pass  # a server on ASGI spec 2.4+ raises when the client has gone: the same ending
         finally:
             watch.sending = False
             watcher.cancel()
