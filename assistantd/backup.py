@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from assistantd import __version__
 from assistantd.app import build_blob_store
+from assistantd.clock import now
 from assistantd.settings import Settings
 from assistantd.store import open_database
 from assistantd.store.blobs import BlobStore, LocalBlobStore
@@ -137,7 +137,7 @@ def _snapshot_file_ids(snapshot: Path) -> tuple[list[str], int]:
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
-    info.mtime = int(time.time())
+    info.mtime = now()
     tar.addfile(info, io.BytesIO(data))
 
 
@@ -171,7 +171,7 @@ def backup(settings: Settings, dest: Path, *, pg_dump: str = "pg_dump") -> Resul
                     "assistantd_version": __version__,
                     "dialect": dialect,
                     "schema_version": version,
-                    "created_at": int(time.time()),
+                    "created_at": now(),
                     "files": len(ids),
                     "blobs": copied,
                     "blobs_in_database": blobs.in_database,
