@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -173,17 +174,25 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     assert _sample(separate.text, "assistantd_runs_ended_total", status="completed") >= 1
 
 
-def test_metrics_count_an_open_stream_and_runs_in_flight(observed: tuple[Any, Any, int]) -> None:
-    model, server, _ = observed
+@contextlib.contextmanager
+def _held_run(model: Any, server: Any, name: str) -> Iterator[tuple[openai.OpenAI, Any, Any]]:
+    """A streamed run whose model holds after its first word, followed up to that word: (client, thread,
+    stream). The run is in progress and its stream open until ``/_release?model=name``."""
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
-    headers = {"Authorization": f"Bearer {KEY}"}
-    _script(model.url, "obs-hold", [{"text": "one two three", "hold": True}])
-    assistant = client.beta.assistants.create(model="obs-hold")
+    _script(model.url, name, [{"text": "one two three", "hold": True}])
+    assistant = client.beta.assistants.create(model=name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
     with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
         for event in stream:
             if event.event == "thread.message.delta":
-                break  # the model holds after its first chunk: the run is in progress, the stream open
+                break
+        yield client, thread, stream
+
+
+def test_metrics_count_an_open_stream_and_runs_in_flight(observed: tuple[Any, Any, int]) -> None:
+    model, server, _ = observed
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with _held_run(model, server, "obs-hold") as (_, _, stream):
         text = httpx.get(server.url + "/metrics", headers=headers).text
         assert _sample(text, "assistantd_active_streams") == 1
         assert _sample(text, "assistantd_runs", status="in_progress") == 1
@@ -195,20 +204,13 @@ def test_a_client_that_leaves_mid_stream_ends_its_response_but_not_its_run(obser
     """The server notices the client's hang-up while the model is quiet: the response ends then (the
     open-stream gauge drops), not when the model next speaks; a run carries on, a pass-through stops."""
     model, server, _ = observed
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
     headers = {"Authorization": f"Bearer {KEY}"}
 
     def open_streams() -> float | None:
         return _sample(httpx.get(server.url + "/metrics", headers=headers).text, "assistantd_active_streams")
 
-    _script(model.url, "obs-leave", [{"text": "one two three", "hold": True}])
-    assistant = client.beta.assistants.create(model="obs-leave")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
-    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
-        for event in stream:
-            if event.event == "thread.message.delta":
-                break  # the model now holds its turn: nothing more comes until it is released
-        run_id = stream.current_run.id  # type: ignore[union-attr]
+    with _held_run(model, server, "obs-leave") as (client, thread, stream):
+        run_id = stream.current_run.id
         assert open_streams() == 1
     _wait(lambda: open_streams() == 0, "the run's stream to end once its client left")
     assert client.beta.threads.runs.retrieve(run_id, thread_id=thread.id).status == "in_progress"
