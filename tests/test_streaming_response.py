@@ -59,8 +59,11 @@ class Body:
             self.cleaned = True
 
 
-def _others() -> set[asyncio.Task[Any]]:
-    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+async def _nothing_left_running() -> None:
+    """Every task the response started is finished or has been told to stop (then let them stop)."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+    assert all(task.done() or task.cancelling() for task in others), others
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 def test_the_body_goes_out_in_order_and_the_response_ends() -> None:
@@ -73,8 +76,7 @@ def test_the_body_goes_out_in_order_and_the_response_ends() -> None:
         assert (b"content-type", b"text/event-stream; charset=utf-8") in start["headers"]
         assert client.bodies() == [b"one", b"two", b"late", b""]
         assert body.cleaned
-        await asyncio.sleep(0)  # the watcher's cancellation is delivered on the next turn
-        assert not _others()
+        await _nothing_left_running()
 
     asyncio.run(main())
 
@@ -92,8 +94,7 @@ def test_a_client_that_leaves_ends_the_response_where_the_body_waits() -> None:
             await sending  # returns normally: the client's leaving is not an error
         assert client.bodies() == [b"one"]  # no final chunk for a client that is not there
         assert body.cleaned and not sending.cancelled()
-        await asyncio.sleep(0)
-        assert not _others()
+        await _nothing_left_running()
 
     asyncio.run(main())
 
@@ -109,8 +110,7 @@ def test_a_shutdown_cancel_still_goes_up() -> None:
         with pytest.raises(asyncio.CancelledError):
             await sending
         assert body.cleaned
-        await asyncio.sleep(0)
-        assert not _others()
+        await _nothing_left_running()
 
     asyncio.run(main())
 
