@@ -61,6 +61,10 @@ OVERHEAD_MODEL = "bench-overhead"  # answered by the upstream's default (--ttft-
 LOAD_MODEL = "bench-load"  # answered by turns queued through /_script (--load-*)
 PROMPT = "Say something."
 UPSTREAM_KEEPALIVE_S = 5  # uvicorn's default timeout_keep_alive, which the scripted upstream keeps
+# Histograms of the server's /metrics the load rows summarize.
+LOOP_LAG = "assistantd_event_loop_lag_seconds"
+RUN_WAIT = "assistantd_run_model_wait_seconds"
+MODEL_TTFT = "assistantd_model_time_to_first_token_seconds"
 
 # ------------------------------------------------------------------------------------ raw HTTP client
 
@@ -677,19 +681,21 @@ def gc_pauses(text: str) -> dict[str, tuple[float, float]] | None:
     return {g: (v[0], v[1]) for g, v in out.items()}
 
 
-def loop_lag_buckets(text: str) -> dict[float, float] | None:
-    """The server's event loop lag samples so far, as cumulative counts by bucket bound (seconds); None
-    for a tree without ``assistantd_event_loop_lag_seconds``."""
-    head = 'assistantd_event_loop_lag_seconds_bucket{le="'
-    out = {}
+def histogram_buckets(text: str, name: str) -> dict[float, float] | None:
+    """A histogram of the server's /metrics (the event loop's lag, the runs' wait for their model call, the
+    model's time to first token), as cumulative counts by bucket bound (seconds), summed over its labels;
+    None for a tree without it."""
+    head = f"{name}_bucket{{"
+    out: dict[float, float] = {}
     for line in text.splitlines():
         if line.startswith(head):
-            bound = line[len(head) :].split('"', 1)[0]
-            out[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            key = float("inf") if bound == "+Inf" else float(bound)
+            out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return out or None
 
 
-def lag_summary(before: dict[float, float], after: dict[float, float]) -> str:
+def bucket_summary(before: dict[float, float], after: dict[float, float]) -> str:
     """Samples taken between two scrapes, with the bucket bounds their median, 99th percentile and
     largest fall under."""
     during = {b: after[b] - before.get(b, 0.0) for b in sorted(after)}
@@ -699,7 +705,9 @@ def lag_summary(before: dict[float, float], after: dict[float, float]) -> str:
 
     def under(q: float) -> str:
         bound = next(b for b, c in during.items() if c >= q * total)
-        return "> 5 s" if bound == float("inf") else f"<= {bound * 1000:g} ms"
+        if bound == float("inf"):
+            return f"> {max(b for b in during if b != bound):g} s"
+        return f"<= {bound * 1000:g} ms"
 
     return f"{total:.0f} samples, p50 {under(0.5)}, p99 {under(0.99)}, largest {under(1.0)}"
 
@@ -766,16 +774,22 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
         rss0 = status_kb(pid, "VmRSS")
         spy = start_profile(args, f"{backend}-{case.split()[-1]}", pid) if n == max(args.concurrency) else None
         scraped = await server_metrics(server_port)
-        gc_before, lag_before = gc_pauses(scraped), loop_lag_buckets(scraped)
+        gc_before, lag_before = gc_pauses(scraped), histogram_buckets(scraped, LOOP_LAG)
+        wait_before, model_before = histogram_buckets(scraped, RUN_WAIT), histogram_buckets(scraped, MODEL_TTFT)
         meter = Meter(env)
         results, wall = await burst(server_port, path_body, run=run)
         cpu = meter.done()
         if spy is not None:
             stop(spy)
         scraped = await server_metrics(server_port)
-        gc_after, lag_after = gc_pauses(scraped), loop_lag_buckets(scraped)
+        gc_after, lag_after = gc_pauses(scraped), histogram_buckets(scraped, LOOP_LAG)
         if lag_before is not None and lag_after is not None:
-            cpu["loop_lag"] = lag_summary(lag_before, lag_after)
+            cpu["loop_lag"] = bucket_summary(lag_before, lag_after)
+        wait_after, model_after = histogram_buckets(scraped, RUN_WAIT), histogram_buckets(scraped, MODEL_TTFT)
+        if run and wait_after is not None:
+            cpu["model_wait"] = bucket_summary(wait_before or {}, wait_after)
+        if run and model_after is not None:
+            cpu["model_ttft"] = bucket_summary(model_before or {}, model_after)
         if gc_before is not None and gc_after is not None:
             # Passes and seconds during the burst (the scrape between them is a few ms of its own).
             cpu["gc"] = {
@@ -906,6 +920,16 @@ def print_overhead(rows: list[Row], args: argparse.Namespace) -> None:
                     lines.append(f"  {'':<8} {'':>5} garbage collector passes during the burst: {passes}")
                 if a.extra.get("loop_lag"):
                     lines.append(f"  {'':<8} {'':>5} event loop lag during the burst: {a.extra['loop_lag']}")
+                if a.extra.get("model_wait"):
+                    lines.append(
+                        f"  {'':<8} {'':>5} the runs' wait from their create to their model call going out "
+                        f"(the server's side): {a.extra['model_wait']}"
+                    )
+                if a.extra.get("model_ttft"):
+                    lines.append(
+                        f"  {'':<8} {'':>5} ... then from the call to its first token reaching the run "
+                        f"(the upstream's TTFT and the server's reading): {a.extra['model_ttft']}"
+                    )
     if lines:
         print("\nMeasured in this run (information, not pass/fail):")
         print("\n".join(lines))

@@ -88,7 +88,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, An
 def _run_two(model: Any, server: Any) -> tuple[Any, Any]:
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
     usage = {"prompt_tokens": 11, "completion_tokens": 3}
-    _script(model.url, "obs-ok", [{"text": "Hello there friend", "usage": usage}])
+    # The model takes 300 ms to its first token, so the run's line can tell the server's wait from the model's.
+    _script(model.url, "obs-ok", [{"text": "Hello there friend", "usage": usage, "ttft_ms": 300}])
     _script(model.url, "obs-bad", [{"status": 400, "error": "the model is sulking"}])
     good = client.beta.assistants.create(model="obs-ok")
     bad = client.beta.assistants.create(model="obs-bad")
@@ -126,8 +127,11 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     # A run's model calls are told in its own line; only a failed call logs one of its own.
     assert (good["upstream"], good["model_calls"]) == ("default", 1)
     assert good["prompt_tokens"] == 11 and good["completion_tokens"] == 3
-    assert isinstance(good["ttft_ms"], int) and good["ttft_ms"] >= 0
+    assert isinstance(good["ttft_ms"], int) and good["ttft_ms"] >= 300
+    # The wait is the server's own, from the create to the call going out: the model's 300 ms are not in it.
+    assert isinstance(good["wait_ms"], int) and 0 <= good["wait_ms"] < good["ttft_ms"]
     assert (bad["upstream"], bad["model_calls"], bad["ttft_ms"]) == ("default", 1, None)
+    assert isinstance(bad["wait_ms"], int), "a call that failed still went out"
     calls = [x for x in lines if x["message"] == "model call"]
     assert not [x for x in calls if x["model"] == "obs-ok"]
     bad_call = next(x for x in calls if x["model"] == "obs-bad")
@@ -148,6 +152,7 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     assert _sample(text, "assistantd_model_calls_total", upstream="default", outcome="ok") >= 1
     assert _sample(text, "assistantd_model_calls_total", upstream="default", outcome="server_error") >= 1
     assert _sample(text, "assistantd_model_time_to_first_token_seconds_count", upstream="default") >= 1
+    assert _sample(text, "assistantd_run_model_wait_seconds_count") >= 2
     assert _sample(text, "assistantd_model_tokens_total", upstream="default", kind="prompt") >= 11
     route = "/v1/threads/{id}/runs"
     assert _sample(text, "assistantd_http_requests_total", method="POST", route=route, status="200") >= 2

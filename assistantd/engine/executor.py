@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,7 @@ class RunExecutor:
         self.ending = False  # closing the run: a cancel arriving now must not interrupt the closing write
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
         self.calls: RunCalls | None = None  # its model calls, for its log line
+        self.since = time.perf_counter()  # asked for (or picked up); the wait for its model call counts from here
         # The open message's id, and its text deltas' bytes before the value (``_on_text``).
         self._delta_prefix: tuple[str, bytes] = ("", b"")
 
@@ -155,7 +157,11 @@ class RunExecutor:
             self.emit("thread.run.in_progress", self.run)
             # Model and tool call spans nest under the run's span (observability/hooks.py).
             with run_span(
-                project=self.project, thread_id=self.run["thread_id"], run_id=self.run_id, model=self.run["model"]
+                project=self.project,
+                thread_id=self.run["thread_id"],
+                run_id=self.run_id,
+                model=self.run["model"],
+                since=self.since,
             ) as self.calls:
                 route = self.engine.router.resolve(self.run["model"])
                 self.loop = TurnLoop(

@@ -76,13 +76,17 @@ class Engine:
         subscribe: bool = False,
         resume: bool = False,
         begun: Begun | None = None,
+        since: float | None = None,
     ) -> Subscription | None:
         """Execute a run this process has claimed. With ``subscribe``, follow its events from the first;
         with ``resume``, it was taken over ``in_progress`` (``takeover.adopt``) and goes on from there;
-        ``begun``: it was created in_progress (``executor.begin_new``), with what its first model call needs."""
+        ``begun``: it was created in_progress (``executor.begin_new``), with what its first model call needs;
+        ``since``: perf_counter() when a client asked for it (its wait for a model call counts from there)."""
         sub = self.bus.subscribe(run_id) if subscribe else None
         job = RunExecutor(self, project, run_id)
         job.resume = resume
+        if since is not None:
+            job.since = since
         task = asyncio.create_task(
             job.execute(announce=announce, resumed_step=resumed_step, begun=begun), name=f"run-{run_id}"
         )

@@ -28,12 +28,21 @@ class RunCalls:
     call: at a thousand concurrent runs each INFO line costs a visible share of the server's CPU. A call
     that fails still logs its own WARNING line."""
 
-    def __init__(self) -> None:
+    def __init__(self, since: float | None = None) -> None:
+        self.since = since  # perf_counter() when the run was asked for (or picked up), for the wait below
+        self.wait_ms: int | None = None  # from ``since`` to the first model call going out
         self.calls = 0
         self.upstream: str | None = None
         self.ttft_ms: int | None = None  # the first call's time to its first token
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
+
+    def calling(self, at: float) -> None:
+        """A model call of this run goes out now (``at``, perf_counter); the first one ends its wait."""
+        if self.since is not None and self.wait_ms is None:
+            waited = max(0.0, at - self.since)
+            self.wait_ms = round(waited * 1000)
+            metrics.RUN_MODEL_WAIT.observe(waited)
 
     def add(self, call: ModelCall) -> None:
         self.calls += 1
@@ -48,6 +57,7 @@ class RunCalls:
         return {
             "upstream": self.upstream,
             "model_calls": self.calls,
+            "wait_ms": self.wait_ms,
             "ttft_ms": self.ttft_ms,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -58,10 +68,13 @@ _run_calls: ContextVar[RunCalls | None] = ContextVar("assistantd_run_calls", def
 
 
 @contextlib.contextmanager
-def run_span(*, project: str, thread_id: str, run_id: str, model: str) -> Iterator[RunCalls]:
+def run_span(
+    *, project: str, thread_id: str, run_id: str, model: str, since: float | None = None
+) -> Iterator[RunCalls]:
     """Wrap a run's execution: its model and tool call spans become children of one ``run`` span, and its
-    model calls are tallied in the ``RunCalls`` yielded, for ``log_run_ended``."""
-    calls = RunCalls()
+    model calls are tallied in the ``RunCalls`` yielded, for ``log_run_ended``. ``since``: perf_counter()
+    when the run was asked for, from which its wait for its first model call is measured."""
+    calls = RunCalls(since)
     with tracing.span("run", _run_attributes(project, thread_id, run_id, model)) as current:
         token = _run_span.set(current)
         counting = _run_calls.set(calls)
@@ -142,6 +155,9 @@ class ModelCall:
         self.upstream = upstream
         self.model = model
         self.started = time.perf_counter()
+        run = _run_calls.get()
+        if run is not None:
+            run.calling(self.started)
         self.ttft: float | None = None
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None

@@ -32,6 +32,14 @@ RUN_DURATION = Histogram(
     buckets=_LATENCY, registry=REGISTRY,
 )
 RUNS = Gauge("assistantd_runs", "Runs not yet ended, by status (database-wide).", ["status"], registry=REGISTRY)
+# A run's wait for its first model call is milliseconds on an idle server, so its buckets start finer.
+RUN_MODEL_WAIT = Histogram(
+    "assistantd_run_model_wait_seconds",
+    "From a run's request (its create or its tool outputs), or its pickup by a server, to its model call "
+    "going out: the server's own share of the wait for the first token.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge(
     "assistantd_run_queue_depth", "Runs queued, waiting for a server (database-wide).", registry=REGISTRY
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import time
 from typing import Any
 
 from assistantd.clock import now
@@ -122,6 +123,7 @@ class RunService:
     async def create(
         self, project: str, thread_id: str, req: CreateRun, *, include: list[str], stream: bool
     ) -> tuple[dict[str, Any], Subscription | None]:
+        since = time.perf_counter()  # the run's wait for its model call counts from here (observability)
         searchable = messages.file_search_attachments(req.additional_messages or [])
         attach = bool(searchable) and self.threads.attach is not None
         state = RunState(include=include, reasoning_effort=req.reasoning_effort)
@@ -153,12 +155,13 @@ class RunService:
             raise await self._lock_lost(thread_id) from None
         if attach and self.threads.attach is not None:
             await self.threads.attach(project, thread_id, searchable)  # before the run can search
-        sub = self.engine.start(project, run["id"], announce=True, subscribe=stream, begun=begun)
+        sub = self.engine.start(project, run["id"], announce=True, subscribe=stream, begun=begun, since=since)
         return run, sub
 
     async def create_thread_and_run(
         self, project: str, req: CreateThreadAndRun, *, stream: bool
     ) -> tuple[dict[str, Any], dict[str, Any], Subscription | None]:
+        since = time.perf_counter()
         thread_req = req.thread or CreateThread()
         if req.tool_resources is not None:
             thread_req = thread_req.model_copy(update={"tool_resources": req.tool_resources})
@@ -173,7 +176,7 @@ class RunService:
             return run
 
         run = await self.db.write(tx)
-        sub = self.engine.start(project, run["id"], announce=True, subscribe=stream)
+        sub = self.engine.start(project, run["id"], announce=True, subscribe=stream, since=since)
         return thread, run, sub
 
     async def active_counts(self) -> dict[str, int]:
@@ -240,6 +243,7 @@ class RunService:
         self, project: str, thread_id: str, run_id: str, req: SubmitToolOutputs
     ) -> tuple[dict[str, Any], Subscription | None, builtins.list[str]]:
         """The run, its event subscription if streamed, and the run's include[] (what its stream may show)."""
+        since = time.perf_counter()
 
         def tx(conn: Conn) -> tuple[dict[str, Any], dict[str, Any], builtins.list[str]]:
             _require_thread(conn, project, thread_id)
@@ -289,7 +293,9 @@ class RunService:
             return run, step, list(state.include)
 
         run, step, include = await self.db.write(tx)
-        sub = self.engine.start(project, run_id, announce=False, resumed_step=step, subscribe=bool(req.stream))
+        sub = self.engine.start(
+            project, run_id, announce=False, resumed_step=step, subscribe=bool(req.stream), since=since
+        )
         return run, sub, include
 
     async def list_steps(self, project: str, thread_id: str, run_id: str, query: PageQuery) -> Page:
