@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import time
 from typing import Any
 
@@ -241,11 +240,11 @@ class RunService:
 
     async def submit_tool_outputs(
         self, project: str, thread_id: str, run_id: str, req: SubmitToolOutputs
-    ) -> tuple[dict[str, Any], Subscription | None, builtins.list[str]]:
+    ) -> tuple[dict[str, Any], Subscription | None, list[str]]:
         """The run, its event subscription if streamed, and the run's include[] (what its stream may show)."""
         since = time.perf_counter()
 
-        def tx(conn: Conn) -> tuple[dict[str, Any], dict[str, Any], builtins.list[str]]:
+        def tx(conn: Conn) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
             _require_thread(conn, project, thread_id)
             record = run_rows.load(conn, project, run_id, thread_id)
             if record is None:
