@@ -17,13 +17,13 @@ import contextlib
 import functools
 import os
 import shutil
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 
+from assistantd.clock import now
 from assistantd.store.base import Conn, Database
 
 CHUNK_BYTES = 1024 * 1024
@@ -158,12 +158,12 @@ class LocalBlobStore(BlobStore):
 # --- PostgreSQL -----------------------------------------------------------------------------------
 
 
-def _begin(conn: Conn, key: str, created_at: float) -> None:
+def _begin(conn: Conn, key: str, created_at: int) -> None:
     # A key left half-written by a writer that died (or by an interrupted migration) starts over.
     conn.execute("DELETE FROM blobs WHERE key = ? AND NOT complete", (key,))
     conn.execute(
         "INSERT INTO blobs (key, bytes, chunks, complete, created_at) VALUES (?, 0, 0, FALSE, ?)",
-        (key, int(created_at)),
+        (key, created_at),
     )
 
 
@@ -200,8 +200,8 @@ def _chunks(conn: Conn, key: str, first: int, count: int) -> list[bytes]:
     return [bytes(r[0]) for r in rows]
 
 
-def _sweep(conn: Conn, before: float) -> int:
-    return conn.execute("DELETE FROM blobs WHERE NOT complete AND created_at < ?", (int(before),))
+def _sweep(conn: Conn, before: int) -> int:
+    return conn.execute("DELETE FROM blobs WHERE NOT complete AND created_at < ?", (before,))
 
 
 class PostgresBlobStore(BlobStore):
@@ -227,7 +227,7 @@ class PostgresBlobStore(BlobStore):
         self.spool.mkdir(parents=True, exist_ok=True)
 
     async def put(self, key: str, chunks: AsyncIterator[bytes], *, max_bytes: int) -> int:
-        await self.db.write(functools.partial(_begin, key=key, created_at=time.time()))
+        await self.db.write(functools.partial(_begin, key=key, created_at=now()))
         size = 0
         seq = 0
         pending: list[bytes] = []
@@ -295,7 +295,7 @@ class PostgresBlobStore(BlobStore):
         await self.db.read(lambda conn: conn.fetchval("SELECT 1 FROM blobs LIMIT 1"))
 
     async def sweep(self) -> int:
-        return await self.db.write(functools.partial(_sweep, before=time.time() - STALE_WRITE_SECONDS))
+        return await self.db.write(functools.partial(_sweep, before=now() - STALE_WRITE_SECONDS))
 
 
 def _alive(pid: int) -> bool:
