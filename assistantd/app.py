@@ -186,6 +186,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_sweep(services))
+        services.router.prepare()
         engine = services.runs.engine
         await engine.start_background(embedded=services.db.dialect == "sqlite")
         draining.bind(asyncio.get_running_loop())

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from starlette.testclient import TestClient
+
+from assistantd.app import create_app
 from assistantd.llm.router import OPENAI_BASE_URL, ModelRouter, NoRoute
+from assistantd.settings import load_settings
 
 
 def test_single_upstream_serves_every_model() -> None:
@@ -54,3 +59,20 @@ def test_an_upstream_entry_without_base_url_is_rejected() -> None:
     with pytest.raises(ValueError, match="needs a base_url"):
         ModelRouter.from_config(base_url="", api_key="", timeout=5, extra={"upstreams": [{"name": "x"}]},
                                 environ={})
+
+
+def test_upstream_clients_are_built_at_start_up_not_by_the_first_run(tmp_path: Path) -> None:
+    # Building one costs ~20-45 ms (pools, a TLS context, the first also an import): paid before serving.
+    settings = load_settings(
+        overrides={
+            "data_dir": str(tmp_path),
+            "upstream_base_url": "http://127.0.0.1:9/v1",
+            "code_interpreter_pool_size": 0,
+        },
+        environ={},
+    )
+    app = create_app(settings)
+    upstream = app.state.services.router.upstreams[0]
+    assert upstream._client is None, "nothing is built before start-up"
+    with TestClient(app):
+        assert upstream._client is not None

@@ -187,6 +187,12 @@ class ModelRouter:
         self._listed = (time.monotonic(), listed)
         return listed
 
+    def prepare(self) -> None:
+        """Build every upstream's client now, at start-up: its pools and TLS context cost ~20-45 ms (the
+        first also imports httpcore), which the first run to need it would otherwise wait for."""
+        for upstream in self.upstreams:
+            _ = upstream.client
+
     async def aclose(self) -> None:
         for upstream in self.upstreams:
             if upstream._client is not None:
