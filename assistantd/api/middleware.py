@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -117,11 +118,10 @@ class EdgeMiddleware:
             scheme, _, value = header.partition(" ")
             if scheme.lower() == "bearer":
                 key = value.strip()
-        if key:
-            project = await self.keys.project_for(key)
-            if project is not None:
-                return project
-        if await self.keys.open_mode():
+        project, open_mode = await self.keys.authenticate(key)
+        if project is not None:
+            return project
+        if open_mode:
             return _OPEN
         if not key:
             return (401, _MISSING_KEY, None)
@@ -177,6 +177,7 @@ def _browser_forgery(scope: Scope, loopback_hosts_only: bool) -> tuple[int, str,
 _SIMPLE_CONTENT_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
 
 
+@functools.lru_cache(maxsize=256)  # a server is addressed by a few names; any others only refill it
 def _loopback_name(host: str) -> bool:
     if host.startswith("["):
         name = host[1 : host.find("]")] if "]" in host else host

@@ -129,12 +129,35 @@ class KeyService:
         self._open_checked = float("-inf")  # and open mode is looked at again on its next check
         return True
 
+    async def authenticate(self, key: str) -> tuple[str | None, bool]:
+        """A request's one check: the project of ``key`` (None for no key, an unknown or a revoked one) and,
+        when it has none, whether the server is open. The marker is read once for both."""
+        if key in self.static:
+            return self.static[key], False
+        self._marker_changed()
+        project = await self._project(key) if key else None
+        if project is not None:
+            return project, False
+        return None, await self._open_mode()
+
     async def open_mode(self) -> bool:
         """True while the server accepts any key. Once false, false for the life of the process."""
         if not self._open:
             return False
-        moment = time.monotonic()
         self._marker_changed()
+        return await self._open_mode()
+
+    async def project_for(self, key: str) -> str | None:
+        """The project a key belongs to, or None for an unknown or revoked key."""
+        if key in self.static:
+            return self.static[key]
+        self._marker_changed()
+        return await self._project(key)
+
+    async def _open_mode(self) -> bool:
+        if not self._open:
+            return False
+        moment = time.monotonic()
         if moment - self._open_checked > self.cache_seconds:
             self._open_checked = moment
             if await self.db.read(key_rows.any_ever):
@@ -147,11 +170,7 @@ class KeyService:
                 )
         return self._open
 
-    async def project_for(self, key: str) -> str | None:
-        """The project a key belongs to, or None for an unknown or revoked key."""
-        if key in self.static:
-            return self.static[key]
-        self._marker_changed()
+    async def _project(self, key: str) -> str | None:
         moment = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and moment - hit[0] < self.cache_seconds:
