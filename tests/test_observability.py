@@ -17,8 +17,9 @@ import httpx
 import openai
 import pytest
 from ops_support import assistantd_serve, free_port, scripted_model
+from prometheus_client import CollectorRegistry, Counter
 
-from assistantd.observability import tracing
+from assistantd.observability import metrics, tracing
 from assistantd.observability.loop_lag import LoopLagWatch
 from assistantd.observability.web import route_of
 
@@ -69,6 +70,20 @@ def test_route_templates_keep_the_label_set_small() -> None:
     assert route_of("/" + "/".join(["x"] * 50)).count("{id}") == 8
 
 
+def test_labeled_metrics_are_resolved_once_and_the_cache_stays_bounded() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("t_labeled", "test", ["route"], registry=registry)
+    first = metrics.labeled(counter, "/v1/assistants")
+    assert metrics.labeled(counter, "/v1/assistants") is first  # the same child, not looked up again
+    first.inc()
+    for i in range(metrics._MAX_CHILDREN + 10):  # a flood of distinct label values (a hostile client's paths)
+        metrics.labeled(counter, f"/v1/{i}").inc()
+        assert len(metrics._children) <= metrics._MAX_CHILDREN
+    metrics.labeled(counter, "/v1/assistants").inc()  # resolved again after the cache started over: same series
+    assert registry.get_sample_value("t_labeled_total", {"route": "/v1/assistants"}) == 2
+    assert registry.get_sample_value("t_labeled_total", {"route": f"/v1/{metrics._MAX_CHILDREN}"}) == 1
+
+
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, int]]:
     """A real server with JSON logs, a key, a separate metrics port, and the scripted model."""
@@ -117,7 +132,10 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     good = ended[ok_run.id]
     assert good["level"] == "INFO"
     assert (good["project"], good["thread_id"], good["model"], good["status"]) == (
-        "obs", ok_run.thread_id, "obs-ok", "completed"
+        "obs",
+        ok_run.thread_id,
+        "obs-ok",
+        "completed",
     )
     assert isinstance(good["duration_ms"], int) and good["last_error"] is None
     bad = ended[failed.id]

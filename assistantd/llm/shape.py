@@ -20,6 +20,7 @@ the variant it takes:
 from __future__ import annotations
 
 import fnmatch
+import functools
 from typing import Any
 
 # Model names that follow the reasoning parameter rules. gpt-5-chat is the non-reasoning gpt-5.
@@ -29,6 +30,11 @@ _NOT_REASONING = ("gpt-5-chat", "gpt-5-chat-*")
 
 def is_reasoning_model(model: str, patterns: list[str] | tuple[str, ...] | None = None) -> bool:
     """Whether ``model`` takes reasoning-model parameters; ``patterns`` (an upstream's own) replace the defaults."""
+    return _is_reasoning(model, None if patterns is None else tuple(patterns))
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every model call, of a few names: ~4 us of globbing each time
+def _is_reasoning(model: str, patterns: tuple[str, ...] | None) -> bool:
     name = model.rsplit("/", 1)[-1].lower()  # "openai/o3-mini" through a proxy is still o3-mini
     if patterns is None:
         if any(fnmatch.fnmatchcase(name, p) for p in _NOT_REASONING):

@@ -112,9 +112,9 @@ def log_run_ended(
     """
     ended = time.time()
     duration = max(0.0, ended - started_at) if started_at else None
-    metrics.RUNS_ENDED.labels(status).inc()
+    metrics.labeled(metrics.RUNS_ENDED, status).inc()
     if duration is not None:
-        metrics.RUN_DURATION.labels(status).observe(duration)
+        metrics.labeled(metrics.RUN_DURATION, status).observe(duration)
     error_code = (last_error or {}).get("code")
     error_message = (last_error or {}).get("message")
     fields = {
@@ -178,13 +178,13 @@ class ModelCall:
         outcome = "ok"
         if error is not None:
             outcome = str(getattr(error, "code", "") or type(error).__name__)
-        metrics.MODEL_CALLS.labels(self.upstream, outcome).inc()
-        metrics.MODEL_LATENCY.labels(self.upstream).observe(seconds)
+        metrics.labeled(metrics.MODEL_CALLS, self.upstream, outcome).inc()
+        metrics.labeled(metrics.MODEL_LATENCY, self.upstream).observe(seconds)
         if self.ttft is not None:
-            metrics.MODEL_TTFT.labels(self.upstream).observe(self.ttft)
+            metrics.labeled(metrics.MODEL_TTFT, self.upstream).observe(self.ttft)
         if self.prompt_tokens is not None:
-            metrics.MODEL_TOKENS.labels(self.upstream, "prompt").inc(self.prompt_tokens)
-            metrics.MODEL_TOKENS.labels(self.upstream, "completion").inc(self.completion_tokens or 0)
+            metrics.labeled(metrics.MODEL_TOKENS, self.upstream, "prompt").inc(self.prompt_tokens)
+            metrics.labeled(metrics.MODEL_TOKENS, self.upstream, "completion").inc(self.completion_tokens or 0)
         run = _run_calls.get()
         if run is not None:
             run.add(self)

@@ -30,7 +30,7 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 def _text_value(value: Any) -> str:
     text = "-" if value is None else str(value)
-    if not text or any(c in text for c in ' "=\n'):
+    if not text or " " in text or '"' in text or "=" in text or "\n" in text:  # (a generator here: ~1 us a field)
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
 
@@ -87,6 +87,12 @@ def configure_logging(level: str, fmt: str = "text") -> None:
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Neither format shows where a line was logged from, nor the thread or process: not collecting them
+    # (the logging HOWTO's "Optimization") saves ~4 us a record, e.g. each run's ``run ended`` line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     # uvicorn's own loggers: no handlers of their own, so their lines take the format above.

@@ -7,9 +7,28 @@ are read when scraped (``web.refresh``), so every replica reports the same datab
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+_MAX_CHILDREN = 4096
+
+
+def labeled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, resolved once: ``labels`` takes a lock and checks its values on every call,
+    a few microseconds a run or request. Label values come from small sets (routes, statuses, upstreams,
+    outcomes); should the cache ever hold more than ``_MAX_CHILDREN`` it starts over."""
+    key = (id(metric), values)
+    child = _children.get(key)
+    if child is None:
+        if len(_children) >= _MAX_CHILDREN:
+            _children.clear()
+        child = _children[key] = metric.labels(*values)
+    return child
+
 
 # Seconds: from a fast API call to a long run or model answer.
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

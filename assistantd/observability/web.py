@@ -72,6 +72,9 @@ class MetricsMiddleware:
             await send(message)
 
         try:
+            if not tracing.enabled():  # the span's context manager is a generator and a dict a request
+                await self.app(scope, receive, observed_send)
+                return
             with tracing.span(f"HTTP {method} {route}", {"http.request.method": method, "http.route": route}) as span:
                 await self.app(scope, receive, observed_send)
                 if span is not None:
@@ -79,8 +82,8 @@ class MetricsMiddleware:
         finally:
             if streaming:
                 metrics.ACTIVE_STREAMS.dec()
-            metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            metrics.labeled(metrics.HTTP_REQUESTS, method, route, str(status)).inc()
+            metrics.labeled(metrics.HTTP_LATENCY, method, route).observe(time.perf_counter() - started)
 
 
 async def refresh(services: Services) -> None:
