@@ -42,6 +42,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -725,7 +726,6 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
     api = await Conn(server_port).open()
     assistant = await api.json("POST", "/v1/assistants", {"model": LOAD_MODEL, "name": "bench load"})
     api.close()
-    threads = await new_threads(server_port, n) if "runs" in args.target else []
 
     async def burst(port: int, path_body: list[tuple[str, dict[str, Any]]], run: bool) -> tuple[list[Stream], float]:
         # Both sides script their turns the same way; assistantd's go through it to the upstream.
@@ -759,10 +759,6 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
 
     rows = []
     chat = [("/v1/chat/completions", chat_body(LOAD_MODEL))] * n
-    meter = Meter(env)
-    direct, wall = await burst(upstream_port, chat, run=False)
-    cpu = meter.done()
-    rows.append(row(backend, "load direct", direct, n, wall=wall, others_pct=cpu["others_pct"], extra=cpu))
 
     async def through_server(case: str, path_body: list[tuple[str, dict[str, Any]]], run: bool) -> Row:
         if args.warm_upstream:
@@ -807,18 +803,30 @@ async def concurrent(args: argparse.Namespace, backend: str, env: Env, n: int) -
             extra={**cpu, "rss_before_mb": rss0 / 1024, "peak_reset": reset},
         )
 
-    if "passthrough" in args.target:
-        # The floor of the stack: the same chat request through the server's own pass-through (same HTTP
-        # server and upstream client, no run engine, no database).
-        rows.append(await through_server("load passthrough", chat, run=False))
-    if "runs" in args.target:
-        if "passthrough" in args.target and not args.warm_upstream:
-            # The pass-through burst left the server a pool of open upstream connections; the runs would
-            # start on them warm. The upstream closes idle ones after 5 s (uvicorn's keep-alive timeout),
-            # so both bursts start cold.
-            await asyncio.sleep(UPSTREAM_KEEPALIVE_S + 1)
-        body = run_body(assistant["id"])
-        rows.append(await through_server("load assistantd", [(f"/v1/threads/{t}/runs", body) for t in threads], True))
+    # Each round is a direct burst and, right after it, the same burst through the server: on a shared
+    # machine both vary from one minute to the next, so a ratio is only taken within a round.
+    for i in range(args.repeat):
+        threads = await new_threads(server_port, n) if "runs" in args.target else []  # a run's thread is new
+        meter = Meter(env)
+        direct, wall = await burst(upstream_port, chat, run=False)
+        cpu = meter.done()
+        cpu["round"] = i + 1
+        rows.append(row(backend, "load direct", direct, n, wall=wall, others_pct=cpu["others_pct"], extra=cpu))
+        if "passthrough" in args.target:
+            # The floor of the stack: the same chat request through the server's own pass-through (same HTTP
+            # server and upstream client, no run engine, no database).
+            rows.append(await through_server("load passthrough", chat, run=False))
+            rows[-1].extra["round"] = i + 1
+        if "runs" in args.target:
+            if "passthrough" in args.target and not args.warm_upstream:
+                # The pass-through burst left the server a pool of open upstream connections; the runs would
+                # start on them warm. The upstream closes idle ones after 5 s (uvicorn's keep-alive timeout),
+                # so both bursts start cold.
+                await asyncio.sleep(UPSTREAM_KEEPALIVE_S + 1)
+            body = run_body(assistant["id"])
+            paths = [(f"/v1/threads/{t}/runs", body) for t in threads]
+            rows.append(await through_server("load assistantd", paths, True))
+            rows[-1].extra["round"] = i + 1
     control.close()
     return rows
 
@@ -898,41 +906,64 @@ def print_overhead(rows: list[Row], args: argparse.Namespace) -> None:
                     f"{a.extra['paired_ttft_added_ms_p50']:+.1f} ms, total {a.extra['paired_total_ratio_p50']:.3f}x"
                 )
         for n in args.concurrency:
-            d = by.get((backend, "load direct", n))
+            rounds: dict[str, list[Row]] = {}
+            for r in rows:
+                if r.backend == backend and r.concurrency == n and r.case.startswith("load "):
+                    rounds.setdefault(r.case, []).append(r)
             for case, what in (("load passthrough", "pass-through"), ("load assistantd", "runs")):
-                a = by.get((backend, case, n))
-                if not a:
-                    continue
-                ratio = a.ttft_p50 / d.ttft_p50 if d and d.ttft_p50 == d.ttft_p50 else float("nan")
-                lines.append(
-                    f"  {backend:<8} {n:>5} concurrent {what}: {a.errors} errors (target 0), "
-                    f"first text p50 {fmt(a.ttft_p50)} ms = {fmt(ratio, '.2f')}x direct "
-                    f"({fmt(d.ttft_p50 if d else None)} ms), p99 {fmt(a.ttft_p99)} ms "
-                    f"(ideal {args.load_ttft_ms:g} ms), {fmt(cpu_per_stream_ms(a), '.2f')} ms server CPU per "
-                    f"stream ({fmt(a.extra.get('server_loop_cpu_s', 0) / a.streams * 1000, '.2f')} in the event "
-                    f"loop's thread), peak RSS {fmt(a.peak_rss_mb, '.0f')} MB; response head p50 "
-                    f"{fmt(a.extra.get('head_p50'))} ms, p99 {fmt(a.extra.get('head_p99'))} ms"
-                )
-                if a.extra.get("gc"):
-                    passes = ", ".join(
-                        f"gen {g}: {c:.0f} in {t * 1000:.0f} ms" for g, (c, t) in sorted(a.extra["gc"].items())
-                    )
-                    lines.append(f"  {'':<8} {'':>5} garbage collector passes during the burst: {passes}")
-                if a.extra.get("loop_lag"):
-                    lines.append(f"  {'':<8} {'':>5} event loop lag during the burst: {a.extra['loop_lag']}")
-                if a.extra.get("model_wait"):
-                    lines.append(
-                        f"  {'':<8} {'':>5} the runs' wait from their create to their model call going out "
-                        f"(the server's side): {a.extra['model_wait']}"
-                    )
-                if a.extra.get("model_ttft"):
-                    lines.append(
-                        f"  {'':<8} {'':>5} ... then from the call to its first token reaching the run "
-                        f"(the upstream's TTFT and the server's reading): {a.extra['model_ttft']}"
-                    )
+                ratios = []
+                for d, a in zip(rounds.get("load direct", []), rounds.get(case, []), strict=False):
+                    ratio = a.ttft_p50 / d.ttft_p50 if d.ttft_p50 == d.ttft_p50 else float("nan")
+                    ratios.append((ratio, a, d))
+                    lines += _load_lines(backend, n, what, a, d, ratio, args)
+                if len(ratios) > 1:
+                    lines.append(_rounds_line(backend, n, what, ratios))
     if lines:
         print("\nMeasured in this run (information, not pass/fail):")
         print("\n".join(lines))
+
+
+def _rounds_line(backend: str, n: int, what: str, ratios: list[tuple[float, Row, Row]]) -> str:
+    """The median of the rounds' ratios (and of their figures), with every round's ratio in order."""
+    each = ", ".join(f"{r:.2f}x" for r, _, _ in ratios)
+    cpu = [c for _, a, _ in ratios if (c := cpu_per_stream_ms(a)) is not None]
+    return (
+        f"  {backend:<8} {n:>5} concurrent {what}, median of {len(ratios)} rounds: first text p50 "
+        f"{statistics.median(r for r, _, _ in ratios):.2f}x direct (rounds in order: {each}); "
+        f"{statistics.median(a.ttft_p50 for _, a, _ in ratios):.1f} ms against "
+        f"{statistics.median(d.ttft_p50 for _, _, d in ratios):.1f} ms; "
+        f"{statistics.median(cpu) if cpu else float('nan'):.2f} ms server CPU per stream"
+    )
+
+
+def _load_lines(backend: str, n: int, what: str, a: Row, d: Row, ratio: float, args: argparse.Namespace) -> list[str]:
+    lines = []
+    label = f", round {a.extra['round']}" if args.repeat > 1 and "round" in a.extra else ""
+    lines.append(
+        f"  {backend:<8} {n:>5} concurrent {what}{label}: {a.errors} errors (target 0), "
+        f"first text p50 {fmt(a.ttft_p50)} ms = {fmt(ratio, '.2f')}x direct "
+        f"({fmt(d.ttft_p50 if d else None)} ms), p99 {fmt(a.ttft_p99)} ms "
+        f"(ideal {args.load_ttft_ms:g} ms), {fmt(cpu_per_stream_ms(a), '.2f')} ms server CPU per "
+        f"stream ({fmt(a.extra.get('server_loop_cpu_s', 0) / a.streams * 1000, '.2f')} in the event "
+        f"loop's thread), peak RSS {fmt(a.peak_rss_mb, '.0f')} MB; response head p50 "
+        f"{fmt(a.extra.get('head_p50'))} ms, p99 {fmt(a.extra.get('head_p99'))} ms"
+    )
+    if a.extra.get("gc"):
+        passes = ", ".join(f"gen {g}: {c:.0f} in {t * 1000:.0f} ms" for g, (c, t) in sorted(a.extra["gc"].items()))
+        lines.append(f"  {'':<8} {'':>5} garbage collector passes during the burst: {passes}")
+    if a.extra.get("loop_lag"):
+        lines.append(f"  {'':<8} {'':>5} event loop lag during the burst: {a.extra['loop_lag']}")
+    if a.extra.get("model_wait"):
+        lines.append(
+            f"  {'':<8} {'':>5} the runs' wait from their create to their model call going out "
+            f"(the server's side): {a.extra['model_wait']}"
+        )
+    if a.extra.get("model_ttft"):
+        lines.append(
+            f"  {'':<8} {'':>5} ... then from the call to its first token reaching the run "
+            f"(the upstream's TTFT and the server's reading): {a.extra['model_ttft']}"
+        )
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -1007,6 +1038,13 @@ def main() -> None:
         action="store_true",
         help="before each burst through the server, an unmeasured pass-through burst of as many streams, so "
         "the server's upstream connections are open (as under steady load) rather than opened during the burst",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds at each load level, each a direct burst and the same burst through the server right after; "
+        "with more than one, the median of the rounds' ratios is printed too",
     )
     p.add_argument("--stream-timeout", type=float, default=300.0, help="seconds before a stream is an error")
     p.add_argument("--log-level", default="info", help="the server's log level (its default is info)")
