@@ -90,10 +90,10 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     writes = 0
     write = services.db.write
 
-    async def counted(fn: Any) -> Any:
+    async def counted(fn: Any, **options: Any) -> Any:
         nonlocal writes
         writes += 1
-        return await write(fn)
+        return await write(fn, **options)
 
     services.db.write = counted  # type: ignore[method-assign]  # counting only; the call is unchanged
     project = "proj_bench"

@@ -19,6 +19,7 @@ from conftest import run
 from assistantd.store import Conn, Database, open_database
 from assistantd.store import keys as key_rows
 from assistantd.store import objects as rows
+from assistantd.store import runs as run_rows
 from assistantd.store.base import UniqueViolation
 from assistantd.store.objects import CursorNotFound, PageQuery
 from assistantd.store.schema import LATEST, MIGRATIONS, migrate
@@ -120,6 +121,46 @@ def test_duplicate_ids_raise_unique_violation_and_roll_back(db: Database) -> Non
     assert ids_in(db, "other-project") == []
     insert_all(db, "p", ["asst_new"])
     assert ids_in(db, "p") == ["asst_dup", "asst_new"]
+
+
+def _step_and_message(step_id: str, message_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    common = {"created_at": 1_700_000_000, "thread_id": "thread_1", "run_id": "run_1"}
+    return {"id": step_id, "object": "thread.run.step", **common}, {
+        "id": message_id,
+        "object": "thread.message",
+        **common,
+    }
+
+
+def test_opening_a_message_stores_its_step_and_message_as_one(db: Database) -> None:
+    step, message = _step_and_message("step_1", "msg_1")
+    run(db.write(lambda c: run_rows.open_message(c, "p", step, message), one_statement=True))
+    assert ids_in(db, "p", rows.STEPS) == ["step_1"]
+    assert ids_in(db, "p", rows.MESSAGES) == ["msg_1"]
+    assert run(db.read(lambda c: rows.get(c, rows.MESSAGES, "p", "msg_1"))) == message
+
+    # The message's insert fails (its id exists): the step's does not land either, on both backends.
+    step, message = _step_and_message("step_2", "msg_1")
+    with pytest.raises(UniqueViolation):
+        run(db.write(lambda c: run_rows.open_message(c, "p", step, message), one_statement=True))
+    assert ids_in(db, "p", rows.STEPS) == ["step_1"]
+    assert ids_in(db, "p", rows.MESSAGES) == ["msg_1"]
+
+
+def test_a_one_statement_write_refuses_a_second_statement_on_postgres(db: Database, backend: str) -> None:
+    def two(conn: Conn) -> None:
+        rows.insert(conn, rows.ASSISTANTS, "p", obj("asst_first"))
+        rows.insert(conn, rows.ASSISTANTS, "p", obj("asst_second"))
+
+    if backend == "postgres":  # run without BEGIN: a second statement could not be atomic with the first
+        with pytest.raises(RuntimeError, match="second statement"):
+            run(db.write(two, one_statement=True))
+        # The first had committed by itself: a misuse of the flag, which this error makes any PostgreSQL
+        # test of the caller fail on; the second never ran.
+        assert ids_in(db, "p") == ["asst_first"]
+    else:  # SQLite's writer runs every write in a transaction: the flag changes nothing there
+        run(db.write(two, one_statement=True))
+        assert ids_in(db, "p") == ["asst_first", "asst_second"]
 
 
 def test_write_sync_is_the_same_unit_of_work(db: Database) -> None:

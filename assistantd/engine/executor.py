@@ -326,13 +326,7 @@ class RunExecutor:
     async def _open_message(self, event: MessageOpened) -> None:
         message, step = event.message, event.step
 
-        def tx(conn: Conn) -> None:
-            run_rows.insert_step(conn, self.project, step)
-            rows.insert(
-                conn, rows.MESSAGES, self.project, message, thread_id=message["thread_id"], run_id=message["run_id"]
-            )
-
-        await self.db.write(tx)
+        await self.db.write(lambda conn: run_rows.open_message(conn, self.project, step, message), one_statement=True)
         self.open_message = OpenMessage(self.project, message)
         self.engine.watch_message(self.open_message)
         self.emit("thread.run.step.created", step)

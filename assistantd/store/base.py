@@ -62,8 +62,12 @@ class Database(abc.ABC):
         """Run ``fn`` on a read connection (it sees a consistent snapshot on both backends)."""
 
     @abc.abstractmethod
-    async def write(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises."""
+    async def write(self, fn: Callable[[Conn], T], *, one_statement: bool = False) -> T:
+        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises.
+
+        ``one_statement``: ``fn`` runs a single statement on this backend, which is atomic by itself, so
+        PostgreSQL runs it without BEGIN and COMMIT (two round trips fewer; a second statement raises).
+        SQLite's writer commits whatever it runs in a transaction of its own either way."""
 
     @abc.abstractmethod
     def write_sync(self, fn: Callable[[Conn], T]) -> T:

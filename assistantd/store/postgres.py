@@ -53,6 +53,31 @@ class _PGConn(Conn):
         return self.raw.execute(_translate(sql), params, binary=True).fetchall()
 
 
+class _OneStatement(_PGConn):
+    """A write promised to be one statement, run in autocommit: a second one would not be atomic with it."""
+
+    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+        super().__init__(raw)
+        self._ran = False
+
+    def _once(self) -> None:
+        if self._ran:
+            raise RuntimeError("a one_statement write ran a second statement (it would not be atomic)")
+        self._ran = True
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._once()
+        return super().execute(sql, params)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self._once()
+        return super().fetchall(sql, params)
+
+    def fetchall_binary(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self._once()
+        return super().fetchall_binary(sql, params)
+
+
 class PostgresDatabase(Database):
     dialect = "postgres"
 
@@ -90,8 +115,12 @@ class PostgresDatabase(Database):
     async def read(self, fn: Callable[[Conn], T]) -> T:
         return await self._executor.run(self._read, fn)
 
-    async def write(self, fn: Callable[[Conn], T]) -> T:
-        return await self._executor.run(self._transaction, fn)
+    def _statement(self, fn: Callable[[Conn], T]) -> T:
+        with self._pool.connection() as raw:
+            return fn(_OneStatement(raw))
+
+    async def write(self, fn: Callable[[Conn], T], *, one_statement: bool = False) -> T:
+        return await self._executor.run(self._statement if one_statement else self._transaction, fn)
 
     def write_sync(self, fn: Callable[[Conn], T]) -> T:
         return self._transaction(fn)

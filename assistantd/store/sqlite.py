@@ -187,7 +187,7 @@ class SQLiteDatabase(Database):
     async def read(self, fn: Callable[[Conn], T]) -> T:
         return await self._reader_pool.run(self._read, fn)
 
-    async def write(self, fn: Callable[[Conn], T]) -> T:
+    async def write(self, fn: Callable[[Conn], T], *, one_statement: bool = False) -> T:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._lock:
