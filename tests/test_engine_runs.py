@@ -88,6 +88,19 @@ def write(api: Api, sql: str, params: tuple[Any, ...]) -> None:
 # --- statuses and events ----------------------------------------------------------------------
 
 
+def test_a_run_on_an_unknown_thread_or_with_an_unknown_assistant_is_a_404_and_creates_nothing(runs: Api) -> None:
+    asst = assistant(runs.client, "m")
+    t = thread(runs.client, "hi")
+    r = runs.client.post("/v1/threads/thread_nope/runs", json={"assistant_id": asst["id"]})
+    assert r.status_code == 404 and r.json()["error"]["message"] == "No thread found with id 'thread_nope'."
+    r = runs.client.post(f"/v1/threads/{t['id']}/runs", json={"assistant_id": "asst_nope"})
+    assert r.status_code == 404 and r.json()["error"]["message"] == "No assistant found with id 'asst_nope'."
+    # Both unknown: the thread is named, as the path comes first.
+    r = runs.client.post("/v1/threads/thread_nope/runs", json={"assistant_id": "asst_nope"})
+    assert r.status_code == 404 and "thread_nope" in r.json()["error"]["message"]
+    assert runs.client.get(f"/v1/threads/{t['id']}/runs").json()["data"] == []
+
+
 def test_text_answer_event_by_event(runs: Api, model: FakeChatModel) -> None:
     model.script(
         "m", {"chunks": ["Hello", " there", ",", " friend"], "usage": {"prompt_tokens": 11, "completion_tokens": 4}}
