@@ -107,15 +107,14 @@ def _bearer(request: Request) -> str:
 
 async def metrics_endpoint(request: Request) -> Response:
     services: Services = request.app.state.services
-    if not await services.keys.open_mode():
-        key = _bearer(request)
-        if not key or await services.keys.project_for(key) is None:
-            return envelope(
-                401,
-                "/metrics takes an API key of this server (Authorization: Bearer KEY).",
-                "invalid_request_error",
-                code="invalid_api_key",
-            )
+    project, open_mode = await services.keys.authenticate(_bearer(request))
+    if project is None and not open_mode:
+        return envelope(
+            401,
+            "/metrics takes an API key of this server (Authorization: Bearer KEY).",
+            "invalid_request_error",
+            code="invalid_api_key",
+        )
     await refresh(services)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

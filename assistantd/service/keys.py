@@ -147,13 +147,6 @@ class KeyService:
         self._marker_changed()
         return await self._open_mode()
 
-    async def project_for(self, key: str) -> str | None:
-        """The project a key belongs to, or None for an unknown or revoked key."""
-        if key in self.static:
-            return self.static[key]
-        self._marker_changed()
-        return await self._project(key)
-
     async def _open_mode(self) -> bool:
         if not self._open:
             return False
