@@ -7,6 +7,7 @@ annotation deltas; the wire, the SDKs over a socket, durability and the seeds st
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +34,7 @@ from engine_support import (
 from file_search_support import store_with
 
 from assistantd.engine import context
+from assistantd.observability import collector
 
 FUNCTION = {
     "type": "function",
@@ -268,6 +270,47 @@ def test_cancel_a_run_waiting_for_tool_outputs(runs: Api, model: FakeChatModel) 
     cancelled = ok(runs.client.post(f"/v1/threads/{t}/runs/{run_id}/cancel"))
     assert cancelled["status"] == "cancelled" and cancelled["required_action"] is None
     assert [s["status"] for s in steps(runs.client, t, run_id)] == ["cancelled"]
+
+
+@pytest.fixture
+def deferring() -> Iterator[collector.Deferral]:
+    """The process's deferral of collections switched on, as ``serve`` does (``collector.tune``)."""
+    deferral = collector._deferral
+    assert gc.isenabled() and deferral.holders == 0 and gc.get_freeze_count() == 0
+    deferral.start()
+    try:
+        yield deferral
+    finally:
+        deferral.enabled = False
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_every_run_and_request_releases_its_hold_on_the_collector_however_it_ends(
+    runs: Api, model: FakeChatModel, deferring: collector.Deferral
+) -> None:
+    gate = Gate()
+    model.script("m", {"chunks": ["held", " words"], "gate": gate})
+    t, held = start(runs, "m", "go")
+    gate.wait_reached()
+    assert deferring.holders >= 1 and not gc.isenabled()  # a run being set up: collections wait
+    ok(runs.client.post(f"/v1/threads/{t}/runs/{held}/cancel"))
+    assert wait_run(runs.client, t, held)["status"] == "cancelled"
+    model.script("m", {"error": {"message": "Overloaded.", "code": "server_error"}})
+    t, failed = start(runs, "m", "go")
+    assert wait_run(runs.client, t, failed)["status"] == "failed"
+    model.script("m", {"tool_calls": [{"name": "lookup", "arguments": "{}"}]}, {"text": "done"})
+    t, waiting = start(runs, "m", "go", tools=[FUNCTION])
+    run = wait_run(runs.client, t, waiting, ("requires_action",))
+    call = run["required_action"]["submit_tool_outputs"]["tool_calls"][0]["id"]
+    submitted = {"tool_outputs": [{"tool_call_id": call, "output": "x"}], "stream": True}
+    assert names(sse(runs.client, f"/threads/{t}/runs/{waiting}/submit_tool_outputs", submitted))[-2:] == [
+        "thread.run.completed",
+        "done",
+    ]
+    assert runs.client.post("/v1/threads/thread_nope/runs", json={"assistant_id": "asst_nope"}).status_code == 404
+    wait_for("every hold released", lambda: deferring.holders == 0)
+    assert gc.isenabled()
 
 
 def test_upstream_error_fails_the_run_with_its_code(runs: Api, model: FakeChatModel) -> None:

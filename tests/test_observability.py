@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import re
 import subprocess
 import sys
 import time
+import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import pytest
 from ops_support import assistantd_serve, free_port, scripted_model
 from prometheus_client import CollectorRegistry, Counter
 
-from assistantd.observability import metrics, tracing
+from assistantd.observability import collector, metrics, tracing
 from assistantd.observability.loop_lag import LoopLagWatch
 from assistantd.observability.web import route_of
 
@@ -100,22 +103,26 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, An
         yield model, server, metrics_port
 
 
+def _client(server: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
+
+
 def _run_two(model: Any, server: Any) -> tuple[Any, Any]:
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
-    usage = {"prompt_tokens": 11, "completion_tokens": 3}
-    # The model takes 300 ms to its first token, so the run's line can tell the server's wait from the model's.
-    _script(model.url, "obs-ok", [{"text": "Hello there friend", "usage": usage, "ttft_ms": 300}])
-    _script(model.url, "obs-bad", [{"status": 400, "error": "the model is sulking"}])
-    good = client.beta.assistants.create(model="obs-ok")
-    bad = client.beta.assistants.create(model="obs-bad")
-    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
-    with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=good.id) as stream:
-        deltas = [e for e in stream if e.event == "thread.message.delta"]
-        ok_run = stream.get_final_run()
-    assert len(deltas) == 3
-    failed = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=bad.id, poll_interval_ms=50)
-    assert failed.status == "failed"
-    return ok_run, failed
+    with _client(server) as client:  # its connections closed once done
+        usage = {"prompt_tokens": 11, "completion_tokens": 3}
+        # The model takes 300 ms to its first token, so the run's line can tell the server's wait from the model's.
+        _script(model.url, "obs-ok", [{"text": "Hello there friend", "usage": usage, "ttft_ms": 300}])
+        _script(model.url, "obs-bad", [{"status": 400, "error": "the model is sulking"}])
+        good = client.beta.assistants.create(model="obs-ok")
+        bad = client.beta.assistants.create(model="obs-bad")
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+        with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=good.id) as stream:
+            deltas = [e for e in stream if e.event == "thread.message.delta"]
+            ok_run = stream.get_final_run()
+        assert len(deltas) == 3
+        failed = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=bad.id, poll_interval_ms=50)
+        assert failed.status == "failed"
+        return ok_run, failed
 
 
 def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any, int]) -> None:
@@ -188,6 +195,8 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
     assert _sample(text, "assistantd_db_pool", figure="size") >= 1
     # The served process tuned its garbage collector once started: what startup built is frozen.
     assert (_sample(text, "assistantd_gc_frozen_objects") or 0) > 10_000
+    # Collections waited while each request and run was set up, and the collector was back once none was.
+    assert (_sample(text, "assistantd_gc_deferrals_total", ended="idle") or 0) >= 1
     # The event loop's lag is sampled while the server runs (every 50 ms; it has served for seconds).
     assert (_sample(text, "assistantd_event_loop_lag_seconds_count") or 0) >= 1
 
@@ -198,10 +207,9 @@ def test_logs_metrics_and_run_lines_from_a_real_server(observed: tuple[Any, Any,
 
 
 @contextlib.contextmanager
-def _held_run(model: Any, server: Any, name: str) -> Iterator[tuple[openai.OpenAI, Any, Any]]:
-    """A streamed run whose model holds after its first word, followed up to that word: (client, thread,
-    stream). The run is in progress and its stream open until ``/_release?model=name``."""
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY)
+def _held_run(model: Any, client: openai.OpenAI, name: str) -> Iterator[tuple[Any, Any]]:
+    """A streamed run whose model holds after its first word, followed up to that word: (thread, stream).
+    The run is in progress and its stream open until ``/_release?model=name``."""
     _script(model.url, name, [{"text": "one two three", "hold": True}])
     assistant = client.beta.assistants.create(model=name)
     thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
@@ -209,13 +217,13 @@ def _held_run(model: Any, server: Any, name: str) -> Iterator[tuple[openai.OpenA
         for event in stream:
             if event.event == "thread.message.delta":
                 break
-        yield client, thread, stream
+        yield thread, stream
 
 
 def test_metrics_count_an_open_stream_and_runs_in_flight(observed: tuple[Any, Any, int]) -> None:
     model, server, _ = observed
     headers = {"Authorization": f"Bearer {KEY}"}
-    with _held_run(model, server, "obs-hold") as (_, _, stream):
+    with _client(server) as client, _held_run(model, client, "obs-hold") as (_, stream):
         text = httpx.get(server.url + "/metrics", headers=headers).text
         assert _sample(text, "assistantd_active_streams") == 1
         assert _sample(text, "assistantd_runs", status="in_progress") == 1
@@ -232,18 +240,19 @@ def test_a_client_that_leaves_mid_stream_ends_its_response_but_not_its_run(obser
     def open_streams() -> float | None:
         return _sample(httpx.get(server.url + "/metrics", headers=headers).text, "assistantd_active_streams")
 
-    with _held_run(model, server, "obs-leave") as (client, thread, stream):
-        run_id = stream.current_run.id
-        assert open_streams() == 1
-    _wait(lambda: open_streams() == 0, "the run's stream to end once its client left")
-    assert client.beta.threads.runs.retrieve(run_id, thread_id=thread.id).status == "in_progress"
-    httpx.post(model.url.removesuffix("/v1") + "/_release", params={"model": "obs-leave"}).raise_for_status()
-    run = _wait(
-        lambda: (r := client.beta.threads.runs.retrieve(run_id, thread_id=thread.id)).status == "completed" and r,
-        "the run to complete without its client",
-    )
-    (message,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
-    assert message.content[0].text.value == "one two three"  # type: ignore[union-attr]
+    with _client(server) as client:
+        with _held_run(model, client, "obs-leave") as (thread, stream):
+            run_id = stream.current_run.id
+            assert open_streams() == 1
+        _wait(lambda: open_streams() == 0, "the run's stream to end once its client left")
+        assert client.beta.threads.runs.retrieve(run_id, thread_id=thread.id).status == "in_progress"
+        httpx.post(model.url.removesuffix("/v1") + "/_release", params={"model": "obs-leave"}).raise_for_status()
+        run = _wait(
+            lambda: (r := client.beta.threads.runs.retrieve(run_id, thread_id=thread.id)).status == "completed" and r,
+            "the run to complete without its client",
+        )
+        (message,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+        assert message.content[0].text.value == "one two three"  # type: ignore[union-attr]
 
     _script(model.url, "obs-leave-chat", [{"text": "one two three", "hold": True}])
     body = {"model": "obs-leave-chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -284,6 +293,127 @@ def test_the_collector_is_tuned_and_its_pauses_measured() -> None:
     assert facts["collected"] == 1000  # garbage in cycles is still collected
     assert _sample(text, "assistantd_gc_pause_seconds_count", generation="0") == 1
     assert _sample(text, "assistantd_gc_frozen_objects") == facts["frozen"]
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def _deferrals(ended: str) -> float:
+    return metrics.REGISTRY.get_sample_value("assistantd_gc_deferrals_total", {"ended": ended}) or 0.0
+
+
+@pytest.fixture
+def deferral() -> Iterator[collector.Deferral]:
+    """A deferral started as ``tune`` starts it, thawing only when told; the test process's collector is
+    as it was afterwards (on, nothing frozen)."""
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with warnings.catch_warnings():
+        # Garbage earlier tests left (a client dropped unclosed warns as it is freed) goes first, quietly:
+        # the passes these tests cause must find only what they made.
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    made = collector.Deferral(thaw_growth=10**9)
+    made.start()
+    try:
+        yield made
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_collections_wait_while_anything_is_being_set_up_and_a_big_spell_is_frozen(
+    deferral: collector.Deferral,
+) -> None:
+    idle_spells = _deferrals("idle")
+    first, second = deferral.hold(), deferral.hold()
+    assert not gc.isenabled()
+    cycle = _Cycle()
+    ref = weakref.ref(cycle)
+    del cycle
+    kept = [[] for _ in range(3 * gc.get_threshold()[0])]  # well past the young threshold
+    assert ref() is not None  # no pass ran
+    first.release()
+    first.release()  # a hold is released once, however often it is told
+    assert not gc.isenabled() and deferral.holders == 1
+    second.release()
+    assert gc.isenabled() and deferral.holders == 0
+    assert _deferrals("idle") == idle_spells + 1
+    # What the spell made is out of the collector's reach, not walked: the young generation is empty.
+    frozen, made = gc.get_freeze_count(), len(kept)
+    assert frozen >= made and gc.get_count()[0] < made
+    del kept  # reference counting still frees frozen objects
+    assert gc.get_freeze_count() <= frozen - made
+    assert ref() is not None  # a cycle frozen with them waits for a thaw
+
+
+def test_a_small_spell_leaves_what_it_made_to_the_collector(deferral: collector.Deferral) -> None:
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10_000)  # as ``tune`` sets it: the young generation holds fewer now (<= 700)
+    try:
+        held = deferral.hold()
+        cycle = _Cycle()
+        ref = weakref.ref(cycle)
+        del cycle
+        held.release()
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        kept = [[] for _ in range(10_001)]  # the young threshold is crossed: a pass runs
+        assert ref() is None and kept
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def test_a_spell_that_freezes_past_the_thaw_mark_collects_everything_once(deferral: collector.Deferral) -> None:
+    thaws = metrics.REGISTRY.get_sample_value("assistantd_gc_thaws_total") or 0.0
+    deferral.thaw_growth = 1000
+    deferral.start()  # nothing frozen: the mark is at 1,000
+    held = deferral.hold()
+    cycle = _Cycle()
+    ref = weakref.ref(cycle)
+    del cycle
+    kept = [[] for _ in range(2000)]
+    held.release()
+    assert ref() is None  # the thaw walked everything, garbage in cycles included
+    assert metrics.REGISTRY.get_sample_value("assistantd_gc_thaws_total") == thaws + 1
+    frozen = gc.get_freeze_count()  # what was alive is frozen again, and the next mark is twice that
+    assert frozen >= len(kept) and deferral.thaw_at == 2 * frozen
+
+
+def test_a_busy_spell_collects_again_past_the_limit_and_defers_again_once_idle(deferral: collector.Deferral) -> None:
+    limit_spells = _deferrals("limit")
+    deferral.limit = 1000
+    busy = deferral.hold()
+    assert not gc.isenabled()
+    kept = [[] for _ in range(2000)]  # net allocations past the limit
+    more = deferral.hold()
+    assert gc.isenabled()  # the spell is over while the server stays busy
+    assert _deferrals("limit") == limit_spells + 1 and gc.get_freeze_count() >= len(kept)
+    still = deferral.hold()
+    assert gc.isenabled()  # no new spell while this one lasts
+    for held in (busy, more, still):
+        held.release()
+    assert gc.isenabled() and deferral.holders == 0
+    fresh = deferral.hold()  # idle, then busy again: a new spell
+    assert not gc.isenabled()
+    fresh.release()
+    assert gc.isenabled()
+
+
+def test_the_collector_is_left_alone_before_tune_or_when_someone_else_turned_it_off() -> None:
+    untuned = collector.Deferral()
+    held = untuned.hold()
+    assert gc.isenabled() and untuned.holders == 0
+    held.release()
+    tuned = collector.Deferral()
+    tuned.enabled = True
+    gc.disable()  # by the embedding application, say
+    try:
+        held = tuned.hold()
+        held.release()
+        assert not gc.isenabled()  # still off: not ours to turn on
+    finally:
+        gc.enable()
 
 
 def test_a_blocked_event_loop_shows_as_lag() -> None:

@@ -59,6 +59,15 @@ def test_install_hints_name_what_a_user_can_install() -> None:
     assert offenders == []
 
 
+def test_every_metric_the_server_exports_is_in_the_metrics_table() -> None:
+    from assistantd.observability import metrics
+
+    table = "\n".join(line for line in README.read_text().splitlines() if line.startswith("| `assistantd_"))
+    exported = {family.name for family in metrics.REGISTRY.collect()}
+    assert len(exported) > 20
+    assert sorted(name for name in exported if f"`{name}" not in table) == []
+
+
 def test_scripted_model_documents_itself() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "assistantd.llm.scripted", "--help"], capture_output=True, text=True, timeout=60

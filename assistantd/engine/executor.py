@@ -43,6 +43,7 @@ from assistantd.engine.takeover import in_context
 from assistantd.engine.turns import RunContext, TurnLoop
 from assistantd.llm.base import UpstreamError
 from assistantd.llm.router import NoRoute
+from assistantd.observability import collector
 from assistantd.observability.hooks import RunCalls, log_run_ended, run_span
 from assistantd.store import Conn
 from assistantd.store import objects as rows
@@ -119,6 +120,9 @@ class RunExecutor:
         self._deferred: list[tuple[Write, list[tuple[str, Any]]]] = []
         self.calls: RunCalls | None = None  # its model calls, for its log line
         self.since = time.perf_counter()  # asked for (or picked up); the wait for its model call counts from here
+        # Collections wait while runs are being set up (observability/collector.py): released when its
+        # first model call goes out, or when its task ends (the supervisor's done callback, which always runs).
+        self.setup = collector.hold()
         # The open message's id, and its text deltas' bytes before the value (``_on_text``).
         self._delta_prefix: tuple[str, bytes] = ("", b"")
 
@@ -162,6 +166,7 @@ class RunExecutor:
                 run_id=self.run_id,
                 model=self.run["model"],
                 since=self.since,
+                setup=self.setup,
             ) as self.calls:
                 route = self.engine.router.resolve(self.run["model"])
                 self.loop = TurnLoop(

@@ -91,10 +91,11 @@ class Engine:
             job.execute(announce=announce, resumed_step=resumed_step, begun=begun), name=f"run-{run_id}"
         )
         self._jobs[run_id] = (job, task)
-        task.add_done_callback(lambda t: self._forget(run_id, t))
+        task.add_done_callback(lambda t: self._forget(run_id, job, t))
         return sub
 
-    def _forget(self, run_id: str, task: asyncio.Task[None]) -> None:
+    def _forget(self, run_id: str, job: RunExecutor, task: asyncio.Task[None]) -> None:
+        job.setup.release()  # it ended (or was cancelled before it began) before its first model call
         entry = self._jobs.get(run_id)
         if entry is not None and entry[1] is task:  # not a newer execution of the same run
             del self._jobs[run_id]

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from assistantd.observability import metrics, tracing
+from assistantd.observability import collector, metrics, tracing
 
 run_log = logging.getLogger("assistantd.runs")
 model_log = logging.getLogger("assistantd.model")
@@ -28,8 +28,9 @@ class RunCalls:
     call: at a thousand concurrent runs each INFO line costs a visible share of the server's CPU. A call
     that fails still logs its own WARNING line."""
 
-    def __init__(self, since: float | None = None) -> None:
+    def __init__(self, since: float | None = None, setup: collector.Hold | None = None) -> None:
         self.since = since  # perf_counter() when the run was asked for (or picked up), for the wait below
+        self.setup = setup  # released when the first call goes out: the run's setup is over
         self.wait_ms: int | None = None  # from ``since`` to the first model call going out
         self.calls = 0
         self.upstream: str | None = None
@@ -39,6 +40,8 @@ class RunCalls:
 
     def calling(self, at: float) -> None:
         """A model call of this run goes out now (``at``, perf_counter); the first one ends its wait."""
+        if self.setup is not None:
+            self.setup.release()
         if self.since is not None and self.wait_ms is None:
             waited = max(0.0, at - self.since)
             self.wait_ms = round(waited * 1000)
@@ -69,12 +72,19 @@ _run_calls: ContextVar[RunCalls | None] = ContextVar("assistantd_run_calls", def
 
 @contextlib.contextmanager
 def run_span(
-    *, project: str, thread_id: str, run_id: str, model: str, since: float | None = None
+    *,
+    project: str,
+    thread_id: str,
+    run_id: str,
+    model: str,
+    since: float | None = None,
+    setup: collector.Hold | None = None,
 ) -> Iterator[RunCalls]:
     """Wrap a run's execution: its model and tool call spans become children of one ``run`` span, and its
     model calls are tallied in the ``RunCalls`` yielded, for ``log_run_ended``. ``since``: perf_counter()
-    when the run was asked for, from which its wait for its first model call is measured."""
-    calls = RunCalls(since)
+    when the run was asked for, from which its wait for its first model call is measured; ``setup``: the
+    run's hold on the collector (``collector.hold``), released when its first model call goes out."""
+    calls = RunCalls(since, setup)
     with tracing.span("run", _run_attributes(project, thread_id, run_id, model)) as current:
         token = _run_span.set(current)
         counting = _run_calls.set(calls)

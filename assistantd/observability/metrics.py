@@ -123,7 +123,20 @@ LOOP_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
+GC_DEFERRALS = Counter(
+    "assistantd_gc_deferrals",
+    "Spells of setup work during which collections waited, by how they ended (idle: nothing left being set "
+    "up; limit: the bound on what may wait was reached).",
+    ["ended"],
+    registry=REGISTRY,
+)
+GC_THAWS = Counter(
+    "assistantd_gc_thaws",
+    "Full passes over every frozen object, made when more were frozen than the last thaw left (twice, and more).",
+    registry=REGISTRY,
+)
 GC_FROZEN = Gauge(
-    "assistantd_gc_frozen_objects", "Objects frozen out of the collector's reach once the server started.",
+    "assistantd_gc_frozen_objects",
+    "Objects out of the collector's reach: what startup built, and what bursts of setup work made and still live.",
     registry=REGISTRY,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistantd.api.errors import envelope
-from assistantd.observability import metrics, tracing
+from assistantd.observability import collector, metrics, tracing
 from assistantd.service.registry import Services
 from assistantd.settings import Settings
 
@@ -60,10 +61,12 @@ class MetricsMiddleware:
         started = time.perf_counter()
         status = 500
         streaming = False
+        setup = collector.hold()  # until the response starts: collections wait for a burst's setup
 
         async def observed_send(message: Message) -> None:
             nonlocal status, streaming
             if message["type"] == "http.response.start":
+                setup.release()
                 status = message["status"]
                 for name, value in message.get("headers", ()):
                     if name == b"content-type" and value.startswith(b"text/event-stream"):
@@ -80,6 +83,7 @@ class MetricsMiddleware:
                 if span is not None:
                     span.set_attribute("http.response.status_code", status)
         finally:
+            setup.release()
             if streaming:
                 metrics.ACTIVE_STREAMS.dec()
             metrics.labeled(metrics.HTTP_REQUESTS, method, route, str(status)).inc()
@@ -96,6 +100,7 @@ async def refresh(services: Services) -> None:
     metrics.INGEST_BACKLOG.set(await services.vector_stores.backlog())
     metrics.SANDBOX_SESSIONS.set(services.code_interpreter.session_count)
     metrics.SANDBOX_POOL.set(services.code_interpreter.pool_ready)
+    metrics.GC_FROZEN.set(gc.get_freeze_count())  # falls back as the runs of a burst end
     for figure, value in services.db.pool_stats().items():
         metrics.DB_POOL.labels(figure).set(value)
 
