@@ -302,17 +302,48 @@ def test_concurrent_executions(ci: Harness) -> None:
     assert (first.logs, second.logs, third.logs) == ("A\n", "B\n", "AA\n")
 
 
+def _open_pipes() -> set[str]:
+    """The pipes this process holds open (a sandbox's output is one)."""
+    fds = Path("/proc/self/fd")
+    found = set()
+    for fd in fds.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # the directory's own descriptor, closed by now
+        if target.startswith("pipe:"):
+            found.add(f"{fd.name}:{target}")
+    return found
+
+
 def test_stop_removes_every_sandbox_and_folder(tmp_path: Path) -> None:
+    pipes = _open_pipes()
     gen = harness(tmp_path, pool_size=1)
     h = next(gen)
     uid = int(h.ok("s:stop", "import os; open('x', 'w').write('x'); print(os.getuid())"))
     h.run(h.ci.wait_for_pool())
     work_root = h.ci.config.work_root
     assert any(work_root.iterdir())
+    assert len(_open_pipes() - pipes) >= 2  # the session's sandbox and the pooled one
     with pytest.raises(StopIteration):
         next(gen)  # runs stop()
     assert host_pids_of_uid(uid) == []
     assert list(work_root.iterdir()) == []
+    assert _open_pipes() - pipes == set()  # every sandbox's output pipe is closed, not left to the collector
+
+
+def test_a_sandbox_that_fails_to_start_leaves_no_pipe_open(tmp_path: Path) -> None:
+    pipes = _open_pipes()
+    gen = harness(tmp_path, pool_size=0, start_timeout_seconds=0.05)  # stopped before its kernel is ready
+    h = next(gen)
+    try:
+        outcome: Any = h.execute("s:late", "print(1)")
+    except Exception as exc:
+        outcome = exc
+    assert "failed to start" in str(getattr(outcome, "logs", outcome))
+    assert _open_pipes() - pipes == set()  # its output pipe was closed with it, though never read to its end
+    with pytest.raises(StopIteration):
+        next(gen)
 
 
 def test_least_recently_used_idle_session_is_closed_past_the_limit(tmp_path: Path) -> None:

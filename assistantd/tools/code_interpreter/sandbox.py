@@ -260,6 +260,13 @@ class Sandbox:
                 with contextlib.suppress(BaseException):
                     await task
         self._drain = self._watch = None
+        if self.proc is not None:
+            # Its stdout pipe closes itself only once read to its end: a sandbox that failed to start (never
+            # drained) or whose drain was given up above would keep the descriptor until the collector
+            # found it, which may be long after (observability/collector.py freezes what bursts make).
+            transport = getattr(self.proc, "_transport", None)
+            if transport is not None:
+                transport.close()
         if self.cgroup is not None:
             await self.cgroup.remove()
             self.cgroup = None
