@@ -378,6 +378,22 @@ def test_a_spell_that_freezes_past_the_thaw_mark_collects_everything_once(deferr
     assert metrics.REGISTRY.get_sample_value("assistantd_gc_thaws_total") == thaws + 1
     frozen = gc.get_freeze_count()  # what was alive is frozen again, and the next mark is twice that
     assert frozen >= len(kept) and deferral.thaw_at == 2 * frozen
+    # What is frozen is counted at most every ``count_every`` seconds (the count walks all of it): a spell
+    # past the mark before then freezes, and thaws at a later spell's end.
+    deferral.thaw_growth, deferral.count_every = 0, 3600.0
+    deferral.thaw_at = 0
+    held = deferral.hold()
+    cycle = _Cycle()
+    ref = weakref.ref(cycle)
+    del cycle
+    kept += [[] for _ in range(2000)]
+    held.release()
+    assert ref() is not None and metrics.REGISTRY.get_sample_value("assistantd_gc_thaws_total") == thaws + 1
+    deferral.count_every = 0.0
+    held = deferral.hold()
+    kept += [[] for _ in range(2000)]
+    held.release()
+    assert ref() is None and metrics.REGISTRY.get_sample_value("assistantd_gc_thaws_total") == thaws + 2
 
 
 def test_a_busy_spell_collects_again_past_the_limit_and_defers_again_once_idle(deferral: collector.Deferral) -> None:
