@@ -270,7 +270,7 @@ def test_a_client_that_leaves_mid_stream_ends_its_response_but_not_its_run(obser
 def test_the_collector_is_tuned_and_its_pauses_measured() -> None:
     # In a process of its own: tune() changes the interpreter's collector for good.
     code = (
-        "import gc, json\n"
+        "import asyncio, gc, json\n"
         "from assistantd.observability import collector, metrics\n"
         "from prometheus_client import generate_latest\n"
         "before = gc.get_threshold()\n"
@@ -281,7 +281,21 @@ def test_the_collector_is_tuned_and_its_pauses_measured() -> None:
         "    ring.append(a)\n"
         "del ring, a\n"
         "facts = {'before': before, 'after': gc.get_threshold(), 'frozen': gc.get_freeze_count(),\n"
-        "         'hooked': gc.callbacks.count(collector._observe), 'collected': gc.collect(0)}\n"
+        "         'hooked': gc.callbacks.count(collector._observe), 'collected': gc.collect(0),\n"
+        "         'deferring without a loop': collector._deferral.enabled}\n"
+        "async def served():\n"  # as `serve` calls it: inside the running loop
+        "    collector.tune()\n"
+        "    facts['frozen by the last tune'] = gc.get_freeze_count()\n"
+        "    held = collector.hold()\n"
+        "    facts['held: collector off'] = not gc.isenabled()\n"
+        "    collector._deferral.max_seconds = 0.0\n"
+        "    for _ in range(100):\n"  # the loop's timer ends the spell held too long (checked every 0.1 s)
+        "        await asyncio.sleep(0.05)\n"
+        "        if gc.isenabled():\n"
+        "            break\n"
+        "    facts['ended by the timer'] = gc.isenabled()\n"
+        "    held.release()\n"
+        "asyncio.run(served())\n"
         "print(json.dumps(facts))\n"
         "print(generate_latest(metrics.REGISTRY).decode())\n"
     )
@@ -291,8 +305,11 @@ def test_the_collector_is_tuned_and_its_pauses_measured() -> None:
     assert facts["after"] == [10_000, *facts["before"][1:]]  # the older generations' thresholds are kept
     assert facts["frozen"] > 1000 and facts["hooked"] == 1  # hooked once, however often tune() runs
     assert facts["collected"] == 1000  # garbage in cycles is still collected
+    # Deferring needs the loop's timer to bound a spell: not without a loop, and on once in one.
+    assert facts["deferring without a loop"] is False
+    assert facts["held: collector off"] is True and facts["ended by the timer"] is True
     assert _sample(text, "assistantd_gc_pause_seconds_count", generation="0") == 1
-    assert _sample(text, "assistantd_gc_frozen_objects") == facts["frozen"]
+    assert _sample(text, "assistantd_gc_frozen_objects") == facts["frozen by the last tune"]
 
 
 class _Cycle:
@@ -414,6 +431,25 @@ def test_a_busy_spell_collects_again_past_the_limit_and_defers_again_once_idle(d
     assert not gc.isenabled()
     fresh.release()
     assert gc.isenabled()
+
+
+def test_a_spell_held_open_ends_at_its_bounds_on_the_loop_timer(deferral: collector.Deferral) -> None:
+    limit_spells = _deferrals("limit")
+    deferral.limit = 1000
+    held = deferral.hold()  # one slow request: no other hold or release comes
+    kept = [[] for _ in range(2000)]  # allocations elsewhere (streams, threads) past the limit
+    assert not gc.isenabled()
+    deferral.tick()
+    assert gc.isenabled() and _deferrals("limit") == limit_spells + 1 and kept
+    held.release()
+    deferral.limit, deferral.max_seconds = 10**9, 3600.0
+    held = deferral.hold()
+    deferral.tick()
+    assert not gc.isenabled()  # within both bounds
+    deferral.max_seconds = 0.0
+    deferral.tick()
+    assert gc.isenabled() and _deferrals("limit") == limit_spells + 2  # held longer than allowed
+    held.release()
 
 
 def test_the_collector_is_left_alone_before_tune_or_when_someone_else_turned_it_off() -> None:

@@ -25,7 +25,9 @@ which found any garbage (bench/README.md, "The collector"). So, once started:
 - Garbage in cycles that does get frozen waits for a thaw: when a spell ends with more frozen than
   ``thaw_at`` (twice what stayed frozen after the last thaw, and at least ``THAW_GROWTH`` more), the
   collector unfreezes, walks everything once, and freezes what is still alive. ``DEFER_LIMIT`` bounds a
-  spell: past that many net allocations a busy server collects as usual again until it is next idle.
+  spell: past that many net allocations, or ``MAX_SPELL_SECONDS``, a busy server collects as usual
+  again until it is next idle. Both are checked at every hold and release and by a timer on the loop
+  (``TICK_SECONDS``), so a spell held open by one slow request ends on time whatever else allocates.
   So what waits for the collector is bounded however busy the server, as CPython's own full passes
   (every 25 % of growth) bound it.
 
@@ -38,6 +40,7 @@ interpreter's settings.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from typing import Any
@@ -51,6 +54,8 @@ DEFER_LIMIT = 400_000
 # holds ~250,000 while it streams, so bursts that size never wait for a thaw.
 THAW_GROWTH = 500_000
 COUNT_EVERY_SECONDS = 1.0  # what is frozen is counted (for the thaw) at most this often
+MAX_SPELL_SECONDS = 2.0  # a burst's setup here lasts 0.3-1 s; one slow request must not hold it for minutes
+TICK_SECONDS = 0.1  # how often the loop's timer checks the bounds of a spell in progress
 
 _started: list[float] = []  # the pass in progress (the collector does not nest)
 # Resolved once: the callback runs inside a collection, and a label lookup takes a lock and may allocate.
@@ -84,15 +89,25 @@ class Hold:
 class Deferral:
     """Counts what is being set up; collections wait while it is above zero (see the module's text)."""
 
-    __slots__ = ("count_every", "counted_at", "deferring", "enabled", "holders", "limit", "thaw_at", "thaw_growth")
+    __slots__ = (
+        *("count_every", "counted_at", "deferring", "enabled", "holders", "limit", "max_seconds", "since"),
+        *("thaw_at", "thaw_growth"),
+    )
 
     def __init__(
-        self, *, limit: int = DEFER_LIMIT, thaw_growth: int = THAW_GROWTH, count_every: float = COUNT_EVERY_SECONDS
+        self,
+        *,
+        limit: int = DEFER_LIMIT,
+        max_seconds: float = MAX_SPELL_SECONDS,
+        thaw_growth: int = THAW_GROWTH,
+        count_every: float = COUNT_EVERY_SECONDS,
     ) -> None:
         self.enabled = False
         self.holders = 0
         self.deferring = False  # the collector is off because of us (never turned on if someone else had)
         self.limit = limit
+        self.max_seconds = max_seconds
+        self.since = 0.0  # when the spell in progress began (time.monotonic)
         self.thaw_growth = thaw_growth
         self.thaw_at = 0
         self.count_every = count_every
@@ -113,11 +128,17 @@ class Deferral:
         elif self.holders == 1 and gc.isenabled():
             gc.disable()
             self.deferring = True
+            self.since = time.monotonic()
         return Hold(self)
 
     def release(self) -> None:
         self.holders -= 1
         if self.deferring and (self.holders == 0 or gc.get_count()[0] > self.limit):
+            self._end_spell()
+
+    def tick(self) -> None:
+        """The bounds of a spell in progress, checked whatever else happens (the loop's timer)."""
+        if self.deferring and (gc.get_count()[0] > self.limit or time.monotonic() - self.since > self.max_seconds):
             self._end_spell()
 
     def _end_spell(self) -> None:
@@ -152,9 +173,14 @@ def hold() -> Hold:
     return _deferral.hold()
 
 
+def _tick(loop: asyncio.AbstractEventLoop) -> None:
+    _deferral.tick()
+    loop.call_later(TICK_SECONDS, _tick, loop)
+
+
 def tune() -> None:
-    """Freeze what the started server holds, raise the young threshold, and measure every pass from now.
-    Idempotent."""
+    """Freeze what the started server holds, raise the young threshold, measure every pass from now, and
+    defer collections during setup work (a timer on the running loop checks a spell's bounds). Idempotent."""
     gc.collect()  # startup's own garbage goes first, so it is not frozen with the rest
     gc.freeze()
     _, older, oldest = gc.get_threshold()
@@ -162,4 +188,10 @@ def tune() -> None:
     if _observe not in gc.callbacks:
         gc.callbacks.append(_observe)
     metrics.GC_FROZEN.set(gc.get_freeze_count())
-    _deferral.start()
+    if not _deferral.enabled:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop to check a spell's bounds: do not defer at all
+        _deferral.start()
+        loop.call_later(TICK_SECONDS, _tick, loop)
