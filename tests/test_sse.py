@@ -109,7 +109,7 @@ def test_the_keep_alive_timer_counts_quiet_time_from_the_last_write() -> None:
     # Events written every 10 s: the stream is never 15 s quiet, so no keep-alive however long it runs.
     for _ in range(10):
         loop.advance_to(loop.now + 10.0)
-        quiet.last = loop.now  # what _frames does after each write
+        quiet.wrote()  # what _frames does at each write
     assert _markers(queue) == 0
 
     # Then silence: one keep-alive 15 s after the last write, and one every 15 s after that.
@@ -119,3 +119,31 @@ def test_the_keep_alive_timer_counts_quiet_time_from_the_last_write() -> None:
     assert _markers(queue) == 1
     loop.advance_to(loop.now + 45.0)
     assert _markers(queue) == 3
+
+
+def test_a_stream_that_has_written_nothing_gets_a_keep_alive_at_its_first_deadline() -> None:
+    """A held head (``head_with_first_chunk``) waits for the first chunk: if the run says nothing for
+    ``first`` seconds, a keep-alive is that chunk, and the usual interval applies from then on."""
+    loop = _ManualLoop()
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    sse._Quiet(cast(asyncio.AbstractEventLoop, loop), queue, interval=15.0, first=1.0)
+    loop.advance_to(loop.now + 0.9)
+    assert _markers(queue) == 0
+    loop.advance_to(loop.now + 0.1)
+    assert _markers(queue) == 1
+    loop.advance_to(loop.now + 14.9)
+    assert _markers(queue) == 0
+    loop.advance_to(loop.now + 0.1)
+    assert _markers(queue) == 1
+
+
+def test_a_stream_that_wrote_before_its_first_deadline_gets_no_early_keep_alive() -> None:
+    loop = _ManualLoop()
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    quiet = sse._Quiet(cast(asyncio.AbstractEventLoop, loop), queue, interval=15.0, first=1.0)
+    loop.advance_to(loop.now + 0.5)
+    quiet.wrote()  # the run's first events went out (with the head)
+    loop.advance_to(loop.now + 14.0)  # past the first deadline, 14.5 s after the write
+    assert _markers(queue) == 0
+    loop.advance_to(quiet.last + 15.0)
+    assert _markers(queue) == 1

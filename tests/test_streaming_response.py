@@ -123,3 +123,57 @@ def test_the_bodys_own_error_is_not_taken_for_a_client_leaving() -> None:
         assert body.cleaned
 
     asyncio.run(main())
+
+
+def test_a_held_head_goes_out_with_the_first_chunk_and_not_before() -> None:
+    async def main() -> None:
+        client = Client()
+        first = asyncio.Event()
+
+        async def body() -> AsyncIterator[bytes]:
+            await first.wait()  # a run's executor has not announced it yet
+            yield b"one"
+            yield b"two"
+
+        response = StreamedResponse(body(), media_type="text/event-stream", head_with_first_chunk=True)
+        sending = asyncio.create_task(response(SCOPE, client.receive, client.send))
+        for _ in range(20):  # the response gets many turns of the loop; none may send its head yet
+            await asyncio.sleep(0)
+        assert client.sent == []
+        first.set()
+        await sending
+        assert [m["type"] for m in client.sent] == ["http.response.start", *["http.response.body"] * 3]
+        assert client.sent[0]["status"] == 200 and client.bodies() == [b"one", b"two", b""]
+        await _nothing_left_running()
+
+    asyncio.run(main())
+
+
+def test_a_held_head_of_an_empty_body_still_goes_out() -> None:
+    async def main() -> None:
+        client = Client()
+
+        async def body() -> AsyncIterator[bytes]:
+            return
+            yield b""  # an async generator that yields nothing
+
+        await StreamedResponse(body(), head_with_first_chunk=True)(SCOPE, client.receive, client.send)
+        assert client.sent[0]["type"] == "http.response.start" and client.bodies() == [b""]
+        await _nothing_left_running()
+
+    asyncio.run(main())
+
+
+def test_a_client_that_leaves_before_a_held_head_ends_the_response() -> None:
+    async def main() -> None:
+        client, body = Client(), Body()  # no chunk at all until ``more``
+        response = StreamedResponse(body(), head_with_first_chunk=True)
+        sending = asyncio.create_task(response(SCOPE, client.receive, client.send))
+        await asyncio.sleep(0)
+        client.gone.set()
+        async with asyncio.timeout(10):  # a bound, not a pause
+            await sending
+        assert client.sent == [] and body.cleaned
+        await _nothing_left_running()
+
+    asyncio.run(main())

@@ -20,6 +20,10 @@ from assistantd.service.streams import Event, EventQueue, Subscription
 log = logging.getLogger("assistantd.api")
 
 KEEPALIVE_SECONDS = 15.0
+# The response's head goes out with its first event (``head_with_first_chunk``), which is a moment away (the
+# run's executor announces it on its first step). Should it not be, a stream that has said nothing this
+# long sends a keep-alive, so the head is never held longer than this.
+HEAD_WAIT_SECONDS = 1.0
 _DONE = b"event: done\ndata: [DONE]\n\n"
 _KEEPALIVE: Event = ("", b"")  # put in a subscription's queue by the keep-alive timer, never by the bus
 
@@ -42,9 +46,10 @@ async def _frames(
 ) -> AsyncIterator[bytes]:
     queue = sub.queue
     loop = asyncio.get_running_loop()
-    quiet = _Quiet(loop, queue, keepalive)
+    quiet = _Quiet(loop, queue, keepalive, first=min(HEAD_WAIT_SECONDS, keepalive))
     try:
         for name, data in prefix:
+            quiet.wrote()
             yield frame(name, data if isinstance(data, bytes) else orjson.dumps(data))
         while True:
             # Whatever is already queued goes out in one write: under load a stream's events pile up
@@ -66,7 +71,7 @@ async def _frames(
                     break
                 event = queue.get_nowait()
             if chunks:
-                quiet.last = loop.time()
+                quiet.wrote()
                 yield b"".join(chunks)
             elif not ended:
                 yield b": keep-alive\n\n"
@@ -91,24 +96,33 @@ async def _frames(
 
 
 class _Quiet:
-    """Puts a keep-alive marker in the queue once the stream has been quiet for ``interval`` seconds.
+    """Puts a keep-alive marker in the queue once the stream has been quiet for ``interval`` seconds, and
+    ``first`` seconds after it began if nothing has been written by then (a held head goes out with it).
 
     One timer per quiet period, re-armed lazily from the time of the last write: a timeout around every
     ``queue.get()`` (``asyncio.wait_for``) costs a task and a timer per event.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: EventQueue, interval: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, queue: EventQueue, interval: float, first: float | None = None
+    ) -> None:
         self.loop = loop
         self.queue = queue
         self.interval = interval
         self.last = loop.time()
-        self.handle = loop.call_at(self.last + interval, self._fire)
+        self.unwritten = first is not None  # nothing written yet, and ``first`` says how long that may last
+        self.handle = loop.call_at(self.last + (interval if first is None else first), self._fire)
+
+    def wrote(self) -> None:
+        self.last = self.loop.time()
+        self.unwritten = False
 
     def _fire(self) -> None:
         now = self.loop.time()
-        if now - self.last >= self.interval:
+        if self.unwritten or now - self.last >= self.interval:
             self.queue.put_nowait(_KEEPALIVE)
             self.last = now
+        self.unwritten = False
         self.handle = self.loop.call_at(self.last + self.interval, self._fire)
 
     def cancel(self) -> None:
@@ -124,6 +138,7 @@ def sse_response(
     """The run's events as SSE; ``include`` is the run's include[] (step events shed what it does not name)."""
     return StreamedResponse(
         _frames(list(prefix), sub, keepalive, include),
+        head_with_first_chunk=True,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -12,6 +12,7 @@ queue) and its cleanup runs, as before.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -46,8 +47,35 @@ def _raises_when_gone(scope: Scope) -> bool:
 _SPEC_BEFORE_2_4 = frozenset({"2.0", "2.1", "2.2", "2.3"})
 
 
+def _bytes(chunk: str | bytes | memoryview, charset: str) -> bytes | memoryview:
+    return chunk.encode(charset) if isinstance(chunk, str) else chunk
+
+
 class StreamedResponse(StreamingResponse):
-    """``StreamingResponse``'s constructor and headers, sent without a task group (see the module's text)."""
+    """``StreamingResponse``'s constructor and headers, sent without a task group (see the module's text).
+
+    ``head_with_first_chunk``: the status line and headers wait for the body's first chunk and go out
+    right before it, for a body whose first chunk is at most a moment away (a run's first events). The
+    client then wakes once for both instead of twice: at 1,000 streamed runs created at once that was a
+    thousand writes fewer for the server and a thousand wake-ups fewer for whoever reads them.
+    """
+
+    def __init__(self, *args: Any, head_with_first_chunk: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_with_first_chunk = head_with_first_chunk
+
+    async def stream_response(self, send: Send) -> None:
+        if not self.head_with_first_chunk:
+            await super().stream_response(send)
+            return
+        chunks = self.body_iterator.__aiter__()
+        first = await anext(chunks, None)
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if first is not None:
+            await send({"type": "http.response.body", "body": _bytes(first, self.charset), "more_body": True})
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": _bytes(chunk, self.charset), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.current_task()

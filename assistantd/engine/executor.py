@@ -93,14 +93,6 @@ def run_started(run: dict[str, Any]) -> dict[str, Any]:
     return {**run, "status": "in_progress", "started_at": run["started_at"] or now()}
 
 
-def new_run_context(conn: Conn, project: str, thread: dict[str, Any], assistant: dict[str, Any]) -> RunContext:
-    """What a run being created in this transaction needs for its first model call: it has no steps yet,
-    and its thread and assistant were just read."""
-    return RunContext(
-        messages=run_rows.thread_messages(conn, project, thread["id"]), steps=[], thread=thread, assistant=assistant
-    )
-
-
 class RunExecutor:
     def __init__(self, engine: Engine, project: str, run_id: str) -> None:
         self.engine = engine

@@ -7,10 +7,11 @@ from typing import Any
 
 from assistantd.clock import now
 from assistantd.engine.bus import Subscription
-from assistantd.engine.executor import Begun, new_run_context, run_started
+from assistantd.engine.executor import Begun, run_started
 from assistantd.engine.records import close_run
 from assistantd.engine.state import RunState
 from assistantd.engine.supervisor import Engine
+from assistantd.engine.turns import RunContext
 from assistantd.errors import InvalidRequest, NotFound
 from assistantd.ids import new_id
 from assistantd.protocol.common import dump
@@ -128,10 +129,12 @@ class RunService:
         state = RunState(include=include, reasoning_effort=req.reasoning_effort)
 
         def tx(conn: Conn) -> tuple[dict[str, Any], Begun | None]:
-            thread = rows.get(conn, rows.THREADS, project, thread_id)
+            inputs = run_rows.create_inputs(conn, project, thread_id, req.assistant_id)
+            thread, assistant = inputs.thread, inputs.assistant
             if thread is None:
                 raise NotFound.object("thread", thread_id)
-            assistant = _fetch_assistant(conn, project, req.assistant_id)
+            if assistant is None:
+                raise NotFound.object("assistant", req.assistant_id)
             for i, m in enumerate(req.additional_messages or []):
                 messages.check_references(conn, project, m, f"additional_messages[{i}]")
             run = _build_run(req, assistant, thread_id, self.expiry, req.additional_instructions)
@@ -142,11 +145,15 @@ class RunService:
             # ``created``/``queued`` events see it queued, as created.
             stored = run if attach else run_started(run)
             self._insert_run(conn, project, stored, state.to_json())
+            history = inputs.messages
             for m in req.additional_messages or []:
-                messages.insert(conn, project, messages.build(m, thread_id, created))
+                added = messages.build(m, thread_id, created)
+                messages.insert(conn, project, added)
+                history.append(added)  # after the thread's own, as their order in the thread is
             if attach:
                 return run, None
-            return run, Begun(run, stored, state, new_run_context(conn, project, thread, assistant))
+            context = RunContext(messages=history, steps=[], thread=thread, assistant=assistant)  # no steps yet
+            return run, Begun(run, stored, state, context)
 
         try:
             run, begun = await self.db.write(tx)
