@@ -71,8 +71,7 @@ class FakeChatModel(ChatModel):
 
     def script(self, model: str, *turns: dict[str, Any]) -> None:
         for turn in turns:
-            if isinstance(turn.get("gate"), Gate):
-                self.gates.append(turn["gate"])
+            self.gates += [turn[k] for k in ("gate", "gate_before") if isinstance(turn.get(k), Gate)]
             self.turns[model].append(turn)
 
     def open_all(self) -> None:
@@ -86,6 +85,8 @@ class FakeChatModel(ChatModel):
         if "error" in turn:
             raise UpstreamError(turn["error"]["message"], code=turn["error"].get("code", "server_error"))
         chunks = list(turn.get("chunks") or _words(turn.get("text", "")))
+        if isinstance(turn.get("gate_before"), Gate):
+            await turn["gate_before"].wait()  # the model thinking: nothing said yet
         for i, chunk in enumerate(chunks):
             if turn.get("fail_after") is not None and i >= turn["fail_after"]:
                 raise UpstreamError("The model provider 'fake' broke off its answer: stream ended")

@@ -330,6 +330,43 @@ def test_upstream_error_fails_the_run_with_its_code(runs: Api, model: FakeChatMo
     assert failed["failed_at"]
 
 
+def test_a_text_only_answer_is_stored_while_the_model_thinks(runs: Api, model: FakeChatModel) -> None:
+    """No tools offered, so the answer can only be text: its message is written as the model call goes out
+    (not after the first token, which would wait for that write). Its events still come right before its
+    first text (``test_text_answer_event_by_event``)."""
+    gate = Gate()
+    model.script("m", {"text": "Hi there", "gate_before": gate})
+    t, run_id = start(runs, "m", "go")
+    gate.wait_reached()  # the model call is out, nothing said yet
+    (thinking,) = [m for m in messages(runs.client, t) if m["role"] == "assistant"]
+    assert thinking["status"] == "in_progress" and thinking["content"] == [] and thinking["run_id"] == run_id
+    gate.open()
+    assert wait_run(runs.client, t, run_id)["status"] == "completed"
+    (answered,) = [m for m in messages(runs.client, t) if m["role"] == "assistant"]
+    assert answered["id"] == thinking["id"] and answered["content"][0]["text"]["value"] == "Hi there"
+
+
+@pytest.mark.parametrize("end", ["upstream error", "cancel"])
+def test_a_run_that_ends_before_the_model_says_anything_leaves_no_message(
+    runs: Api, model: FakeChatModel, end: str
+) -> None:
+    gate = Gate()
+    if end == "upstream error":
+        model.script("m", {"error": {"message": "Overloaded.", "code": "server_error"}})
+    else:
+        model.script("m", {"text": "never said", "gate_before": gate})
+    t, run_id = start(runs, "m", "go")
+    if end == "cancel":
+        gate.wait_reached()
+        ok(runs.client.post(f"/v1/threads/{t}/runs/{run_id}/cancel"))
+    run = wait_run(runs.client, t, run_id)
+    assert run["status"] == ("failed" if end == "upstream error" else "cancelled")
+    # The message opened for its answer went with it, unannounced: as if the model had never been asked.
+    assert [m["role"] for m in messages(runs.client, t)] == ["user"]
+    assert steps(runs.client, t, run_id) == []
+    gate.open()
+
+
 def test_a_stream_broken_mid_answer_fails_and_keeps_the_text(runs: Api, model: FakeChatModel) -> None:
     model.script("m", {"chunks": ["Half", " an", " answer"], "fail_after": 2})
     t, run_id = start(runs, "m", "go")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 from assistantd.api import sse
@@ -147,3 +147,117 @@ def test_a_stream_that_wrote_before_its_first_deadline_gets_no_early_keep_alive(
     assert _markers(queue) == 0
     loop.advance_to(quiet.last + 15.0)
     assert _markers(queue) == 1
+
+
+class _Writer:
+    """The server's body writer (``streaming.BODY_WRITER``) as a list of writes; ``accept`` False says the
+    socket cannot take more now (a client reading slowly)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.accept = True
+
+    def __call__(self, chunk: bytes) -> bool:
+        if self.accept:
+            self.writes.append(chunk)
+        return self.accept
+
+
+async def _parked(frames: AsyncIterator[bytes]) -> asyncio.Future[bytes]:
+    """The response's next read of the stream, left waiting on the run's queue (as its task would be)."""
+    pending = asyncio.ensure_future(anext(frames))
+    for _ in range(3):  # a few turns of the loop: the generator runs up to its wait on the queue
+        await asyncio.sleep(0)
+    assert not pending.done()
+    return pending
+
+
+def test_with_a_body_writer_a_first_text_goes_out_in_the_turn_it_is_published() -> None:
+    async def go() -> None:
+        bus = EventBus()
+        sub = bus.subscribe("run_3")
+        writer, direct = _Writer(), sse.Direct()
+        direct.take(writer)
+        frames = sse._frames([], sub, direct=direct)
+        bus.publish("run_3", "thread.run.created", b'{"n":1}')
+        # The first events go through the response's task (its head goes out with them).
+        assert await anext(frames) == sse.frame("thread.run.created", b'{"n":1}')
+        pending = await _parked(frames)
+        assert sub.sink is not None and writer.writes == []
+
+        # A message's opening with its first text, published while the task waits: written at once, in
+        # the publisher's call, without the task.
+        bus.publish("run_3", "thread.message.created", b'{"n":2}', more=True)
+        bus.publish("run_3", "thread.message.in_progress", b'{"n":3}', more=True)
+        assert writer.writes == []  # held: more is coming in this turn
+        bus.publish("run_3", "thread.message.delta", b'{"n":4}', now=True)
+        assert writer.writes == [  # one write for what was said together
+            sse.frame("thread.message.created", b'{"n":2}')
+            + sse.frame("thread.message.in_progress", b'{"n":3}')
+            + sse.frame("thread.message.delta", b'{"n":4}')
+        ]
+        assert not pending.done()
+
+        # The rest of the text goes through the task, which writes what piled up in one go.
+        bus.publish("run_3", "thread.message.delta", b'{"n":5}')
+        bus.publish("run_3", "thread.message.delta", b'{"n":6}')
+        assert len(writer.writes) == 1
+        assert await pending == sse.frame("thread.message.delta", b'{"n":5}') + sse.frame(
+            "thread.message.delta", b'{"n":6}'
+        )
+
+        # A socket that cannot take more: the next opening waits in the queue, and the task sends it after
+        # what was queued before it, in order.
+        pending = await _parked(frames)
+        writer.accept = False
+        bus.publish("run_3", "thread.message.created", b'{"n":7}', now=True)
+        writer.accept = True
+        bus.publish("run_3", "thread.message.delta", b'{"n":8}', now=True)  # behind n=7: not past the queue
+        assert len(writer.writes) == 1
+        assert await pending == sse.frame("thread.message.created", b'{"n":7}') + sse.frame(
+            "thread.message.delta", b'{"n":8}'
+        )
+
+        # Caught up, the writer is used again; the stream's end goes through the task, then done.
+        pending = await _parked(frames)
+        bus.publish("run_3", "thread.message.delta", b'{"n":9}', now=True)
+        assert writer.writes[-1] == sse.frame("thread.message.delta", b'{"n":9}')
+        bus.end("run_3")
+        assert await pending == b"event: done\ndata: [DONE]\n\n"
+        assert sub.sink is None
+        assert [chunk async for chunk in frames] == []
+
+    asyncio.run(go())
+
+
+def test_without_a_body_writer_everything_goes_through_the_task() -> None:
+    async def go() -> None:
+        bus = EventBus()
+        sub = bus.subscribe("run_4")
+        frames = sse._frames([], sub, direct=sse.Direct())  # the server offered none
+        bus.publish("run_4", "thread.run.created", b"{}")
+        assert await anext(frames) == sse.frame("thread.run.created", b"{}")
+        pending = await _parked(frames)
+        assert sub.sink is None
+        bus.publish("run_4", "thread.message.created", b"{}", more=True)
+        bus.publish("run_4", "thread.message.delta", b"{}", now=True)
+        assert await pending == sse.frame("thread.message.created", b"{}") + sse.frame("thread.message.delta", b"{}")
+        bus.end("run_4")
+        assert b"".join([chunk async for chunk in frames]) == b"event: done\ndata: [DONE]\n\n"
+
+    asyncio.run(go())
+
+
+def test_held_events_go_out_with_the_streams_end_when_nothing_follows() -> None:
+    async def go() -> None:
+        bus = EventBus()
+        sub = bus.subscribe("run_5")
+        bus.publish("run_5", "thread.message.completed", b"{}", more=True)
+        assert sub.queue.empty()
+        bus.end("run_5")
+        assert [await sub.queue.get(), await sub.queue.get()] == [("thread.message.completed", b"{}"), ("", None)]
+        bus.publish("run_6", "thread.message.completed", b"{}", more=True)  # nobody follows run_6
+        bus.end("run_6")
+        assert bus._held == {}
+
+    asyncio.run(go())

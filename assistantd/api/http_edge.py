@@ -21,13 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 import orjson
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from assistantd.api.streaming import BODY_WRITER
 
 log = logging.getLogger("assistantd.http")
 
@@ -64,6 +67,36 @@ def error_response(status: int, message: str, code: str | None, type_: str = "in
         b"\r\n",
     ]
     return b"".join(head) + body
+
+
+class _BodyWriter:
+    """``streaming.BODY_WRITER`` for one request: a chunk of its response's body written to the socket as
+    uvicorn's ``send`` would write it, or False when ``send`` must do it (before the head, after the end,
+    not chunked, the client gone, the socket's buffer over its high-water mark: ``send`` waits for that).
+
+    Holds the request's cycle weakly: the cycle's scope holds this, and a cycle per request would otherwise
+    wait for the garbage collector's full passes."""
+
+    __slots__ = ("cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self.cycle = weakref.ref(cycle)
+
+    def __call__(self, chunk: bytes) -> bool:
+        cycle = self.cycle()
+        if (
+            cycle is None
+            or not cycle.response_started
+            or cycle.response_complete
+            or not cycle.chunked_encoding
+            or cycle.disconnected
+            or cycle.flow.write_paused
+            or cycle.transport.is_closing()
+        ):
+            return False
+        if chunk:
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        return True
 
 
 class EdgeHttpProtocol(HttpToolsProtocol):
@@ -185,6 +218,10 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._cancel_head_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            extensions = cast(dict[str, Any], self.scope.setdefault("extensions", {}))
+            extensions[BODY_WRITER] = _BodyWriter(cycle)
         # Until on_message_complete, the client owes us body bytes.
         self._body_seen_at = time.monotonic()
         self._arm_body_timer(self.limits.body_timeout)

@@ -3,6 +3,13 @@
 A quiet stream (a long model call) gets comment lines so proxies keep it open; the SDK ignores them.
 If something breaks after the response has started, the status code can no longer change: the
 stream says so with an ``error`` event in the shape every SDK version raises on, then ``done``.
+
+Once its first events are out, a stream whose server offers a body writer (``streaming.BODY_WRITER``)
+takes what the bus must deliver at once (a message's first text, ``publish(now=True)``) while its task
+waits with nothing queued (``Subscription.sink``): written in the turn it is published in, not a turn
+later when the task wakes (tens of milliseconds on a busy loop). Everything else, and anything the
+writer cannot take now (the client reads slowly), goes through the queue and the task, which writes
+what piled up in one go; events already queued go first, so the order is the bus's either way.
 """
 
 from __future__ import annotations
@@ -13,9 +20,9 @@ from collections.abc import AsyncIterator, Iterable
 
 import orjson
 
-from assistantd.api.streaming import StreamedResponse
+from assistantd.api.streaming import BodyWriter, StreamedResponse
 from assistantd.protocol.runs import without_search_content
-from assistantd.service.streams import Event, EventQueue, Subscription
+from assistantd.service.streams import Event, EventQueue, Sink, Subscription
 
 log = logging.getLogger("assistantd.api")
 
@@ -38,11 +45,48 @@ def frame(name: str, data: bytes) -> bytes:
     return head + data + b"\n\n"
 
 
+def _shown(name: str, data: bytes, include: list[str] | None) -> bytes:
+    """One event's frame; step events shed the file search content the run's ``include`` does not name."""
+    if include is not None and name.startswith("thread.run.step"):
+        shown = without_search_content(data, include)
+        data = shown if isinstance(shown, bytes) else shown.encode()
+    return frame(name, data)
+
+
+class Direct:
+    """The server's body writer, once the response has been given one (``StreamedResponse(take_writer=)``)."""
+
+    __slots__ = ("write",)
+
+    def __init__(self) -> None:
+        self.write: BodyWriter | None = None
+
+    def take(self, writer: BodyWriter) -> None:
+        self.write = writer
+
+
+def _sink(write: BodyWriter, queue: EventQueue, quiet: _Quiet, include: list[str] | None) -> Sink:
+    def sink(events: list[Event]) -> bool:
+        if not queue.idle():
+            return False  # the task has events to write first: these go behind them
+        try:
+            chunk = b"".join([_shown(name, data, include) for name, data in events])
+        except Exception:
+            return False  # the task's own framing meets the same fault and ends the stream with an error event
+        if not write(chunk):
+            return False
+        quiet.wrote()
+        return True
+
+    return sink
+
+
 async def _frames(
     prefix: Iterable[Event],
     sub: Subscription,
     keepalive: float = KEEPALIVE_SECONDS,
     include: list[str] | None = None,
+    direct: Direct | None = None,
 ) -> AsyncIterator[bytes]:
     queue = sub.queue
     loop = asyncio.get_running_loop()
@@ -62,17 +106,16 @@ async def _frames(
                     if not event[0]:  # the bus's end marker
                         ended = True
                         break
-                    data = event[1]
-                    if include is not None and event[0].startswith("thread.run.step"):
-                        shown = without_search_content(data, include)
-                        data = shown if isinstance(shown, bytes) else shown.encode()
-                    chunks.append(frame(event[0], data))
+                    chunks.append(_shown(event[0], event[1], include))
                 if queue.empty():
                     break
                 event = queue.get_nowait()
             if chunks:
                 quiet.wrote()
                 yield b"".join(chunks)
+                # Written, so the response has started: from now on the bus may write past the queue.
+                if sub.sink is None and direct is not None and direct.write is not None:
+                    sub.sink = _sink(direct.write, queue, quiet, include)
             elif not ended:
                 yield b": keep-alive\n\n"
             if ended:
@@ -89,6 +132,7 @@ async def _frames(
         }
         yield frame("error", orjson.dumps(error))
     finally:
+        sub.sink = None
         quiet.cancel()
         # A client that went away just stops following; the run carries on and can be polled.
         sub.close()
@@ -136,9 +180,11 @@ def sse_response(
     include: list[str] | None = None,
 ) -> StreamedResponse:
     """The run's events as SSE; ``include`` is the run's include[] (step events shed what it does not name)."""
+    direct = Direct()
     return StreamedResponse(
-        _frames(list(prefix), sub, keepalive, include),
+        _frames(list(prefix), sub, keepalive, include, direct),
         head_with_first_chunk=True,
+        take_writer=direct.take,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -12,6 +12,7 @@ queue) and its cleanup runs, as before.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -47,6 +48,15 @@ def _raises_when_gone(scope: Scope) -> bool:
 _SPEC_BEFORE_2_4 = frozenset({"2.0", "2.1", "2.2", "2.3"})
 
 
+# A server may offer a way to write the current response's body past ``send`` (scope["extensions"]): a
+# callable taking one chunk of bytes, True if written, False if it cannot be now (the response has not
+# started or has ended, the client left, the socket's buffer is full): the caller then uses ``send``.
+# ``http_edge.py`` offers it. Skipping the ASGI layers only pays off for a body written from outside the
+# response's own task (``sse.py``, where it saves the task a wake-up, a loop turn, per write).
+BODY_WRITER = "assistantd.body_writer"
+BodyWriter = Callable[[bytes], bool]
+
+
 def _bytes(chunk: str | bytes | memoryview, charset: str) -> bytes | memoryview:
     return chunk.encode(charset) if isinstance(chunk, str) else chunk
 
@@ -60,9 +70,17 @@ class StreamedResponse(StreamingResponse):
     thousand writes fewer for the server and a thousand wake-ups fewer for whoever reads them.
     """
 
-    def __init__(self, *args: Any, head_with_first_chunk: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        head_with_first_chunk: bool = False,
+        take_writer: Callable[[BodyWriter], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``take_writer``: called with the server's ``BODY_WRITER`` before the body starts, if it offers one."""
         super().__init__(*args, **kwargs)
         self.head_with_first_chunk = head_with_first_chunk
+        self.take_writer = take_writer
 
     async def stream_response(self, send: Send) -> None:
         if not self.head_with_first_chunk:
@@ -78,6 +96,10 @@ class StreamedResponse(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.take_writer is not None:
+            writer = (scope.get("extensions") or {}).get(BODY_WRITER)
+            if writer is not None:
+                self.take_writer(writer)
         sender = asyncio.current_task()
         if sender is None or scope["type"] != "http" or _raises_when_gone(scope):
             # Starlette needs no task group there: a send to a client that has gone raises.

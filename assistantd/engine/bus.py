@@ -2,17 +2,27 @@
 
 A subscriber registers before the run starts, so it cannot miss the first event. A subscriber that
 goes away (client disconnected) just stops reading; the run never waits for anyone.
+
+Events reach a subscriber through its queue, which its response's task reads when it next runs: on a
+busy loop that is a turn later (tens of milliseconds), and whatever was published meanwhile goes out in
+one write. What must not wait (``now=True``: a message's first text) goes through the subscriber's
+``sink`` instead, while its task waits with nothing queued: the response writes it to its socket in the
+publisher's turn. Events published with ``more=True`` are held and delivered with the next one, so what
+a run says at one moment (its message's ``created`` and ``in_progress`` with its first text, the events
+of its end) is delivered, and written, together.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 Event = tuple[str, Any]  # (event name, JSON-able data)
 _END = ("", None)
+# Takes events in order, True if it delivered them; False leaves them to the queue. Never raises.
+Sink = Callable[[list[Event]], bool]
 
 
 class EventQueue:
@@ -32,6 +42,11 @@ class EventQueue:
 
     def empty(self) -> bool:
         return not self._items
+
+    def idle(self) -> bool:
+        """The reader waits, with everything before handed over: an event delivered past the queue now is
+        in order."""
+        return self._waiter is not None and not self._items
 
     def get_nowait(self) -> Event:
         if not self._items:
@@ -53,6 +68,7 @@ class Subscription:
         self._bus = bus
         self.run_id = run_id
         self.queue = EventQueue()
+        self.sink: Sink | None = None  # set by the reader while it can take events past its queue
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -74,18 +90,43 @@ class Subscription:
 class EventBus:
     def __init__(self) -> None:
         self._subs: dict[str, list[Subscription]] = {}
+        self._held: dict[str, list[Event]] = {}
 
     def subscribe(self, run_id: str) -> Subscription:
         sub = Subscription(self, run_id)
         self._subs.setdefault(run_id, []).append(sub)
         return sub
 
-    def publish(self, run_id: str, name: str, data: Any) -> None:
+    def publish(self, run_id: str, name: str, data: Any, *, more: bool = False, now: bool = False) -> None:
+        """``more``: the publisher has more to say in this same turn; hold this until its next event.
+        ``now``: written in this turn where the subscriber can (its ``sink``), with what was held."""
+        held = self._held.get(run_id)
+        if more:
+            if held is None:
+                self._held[run_id] = [(name, data)]
+            else:
+                held.append((name, data))
+            return
+        if held is None:
+            self._deliver(run_id, [(name, data)], now)
+        else:
+            del self._held[run_id]
+            held.append((name, data))
+            self._deliver(run_id, held, now)
+
+    def _deliver(self, run_id: str, events: list[Event], now: bool = False) -> None:
         for sub in self._subs.get(run_id, ()):
-            sub.queue.put_nowait((name, data))
+            sink = sub.sink
+            if not now or sink is None or not sink(events):
+                put = sub.queue.put_nowait
+                for event in events:
+                    put(event)
 
     def end(self, run_id: str) -> None:
         """The stream of this run's current execution is over (terminal state or requires_action)."""
+        held = self._held.pop(run_id, None)
+        if held:
+            self._deliver(run_id, held)
         for sub in self._subs.pop(run_id, ()):
             sub.queue.put_nowait(_END)
 

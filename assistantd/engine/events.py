@@ -15,10 +15,15 @@ from assistantd.llm.base import Usage
 
 @dataclass(frozen=True)
 class MessageOpened:
-    """The model started answering in text: a new message and its message_creation step."""
+    """The model started answering in text: a new message and its message_creation step.
+
+    ``early``: opened as the model call goes out, because text is all the call can answer with (no tools
+    offered): the executor stores it while the model thinks and announces it with the first text, or
+    removes it unannounced if the run ends before the model said anything."""
 
     message: dict[str, Any]
     step: dict[str, Any]
+    early: bool = False
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,13 @@ class Begun:
     context: RunContext
 
 
+def _retrieved(write: asyncio.Future[None]) -> None:
+    """An early message's write whose run ended without waiting for it (another server took the run over)
+    must not warn that its outcome was never looked at."""
+    if not write.cancelled():
+        write.exception()
+
+
 def run_started(run: dict[str, Any]) -> dict[str, Any]:
     """A queued run as it starts executing."""
     return {**run, "status": "in_progress", "started_at": run["started_at"] or now()}
@@ -117,12 +124,21 @@ class RunExecutor:
         self.setup = collector.hold()
         # The open message's id, and its text deltas' bytes before the value (``_on_text``).
         self._delta_prefix: tuple[str, bytes] = ("", b"")
+        # The open message has been announced and its first text not sent yet: that text, with the
+        # announcement, is written to the run's streams at once (``now``), everything after it batched.
+        self._first_text = False
+        # A message opened early (``MessageOpened.early``), being written while the model thinks and not
+        # announced yet, and that write.
+        self._early: MessageOpened | None = None
+        self._early_write: asyncio.Future[None] | None = None
 
     # --- events out -------------------------------------------------------------------------------
 
-    def emit(self, name: str, data: Any) -> None:
+    def emit(self, name: str, data: Any, *, more: bool = False, now: bool = False) -> None:
+        """``more``: another event follows in this same turn (the bus sends them together); ``now``: it is
+        written at once rather than with the stream's next write (bus.py)."""
         # Serialized now: the objects keep changing after the event is sent.
-        self.engine.bus.publish(self.run_id, name, orjson.dumps(data))
+        self.engine.bus.publish(self.run_id, name, orjson.dumps(data), more=more, now=now)
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -244,6 +260,8 @@ class RunExecutor:
 
     async def _handle(self, event: Event) -> bool:
         """Persist and publish one event; True when the execution is over (requires_action)."""
+        if self._early is not None:
+            await self._announce_early()  # the model said something: its first text, or an empty answer
         if isinstance(event, TextDelta):
             self._on_text(event)
             return False
@@ -301,7 +319,9 @@ class RunExecutor:
     def _defer(self, write: Write, events: list[tuple[str, Any]]) -> None:
         self._deferred.append((write, [(name, orjson.dumps(data)) for name, data in events]))
 
-    async def _flush(self, extra: Callable[[Conn], Any] | None = None) -> Any:
+    async def _flush(self, extra: Callable[[Conn], Any] | None = None, *, more: bool = False) -> Any:
+        """Write what was deferred (with ``extra``), then publish its events; ``more``: the caller publishes
+        the next event right after (the run's end), so they go out together."""
         # Dropped only once written: if this write is interrupted (a cancel), the run's closing write
         # does them again (they are idempotent updates).
         deferred = list(self._deferred)
@@ -317,19 +337,51 @@ class RunExecutor:
         del self._deferred[: len(deferred)]
         for _, events in deferred:
             for name, data in events:
-                self.engine.bus.publish(self.run_id, name, data)
+                self.engine.bus.publish(self.run_id, name, data, more=more)
         return result
 
     async def _open_message(self, event: MessageOpened) -> None:
         message, step = event.message, event.step
+        write = self.db.write(lambda conn: run_rows.open_message(conn, self.project, step, message), one_statement=True)
+        if event.early:
+            # Written while the model call goes out and the model thinks; announced with what it says first.
+            self._early, self._early_write = event, asyncio.ensure_future(write)
+            self._early_write.add_done_callback(_retrieved)
+            return
+        await write
+        self._announce_opened(message, step)
 
-        await self.db.write(lambda conn: run_rows.open_message(conn, self.project, step, message), one_statement=True)
+    async def _announce_early(self) -> None:
+        event, write = self._early, self._early_write
+        assert event is not None and write is not None
+        await write  # done long since, as a rule: the model's first token takes longer than a write
+        self._early = self._early_write = None  # only now: interrupted before this, the run's end removes it
+        self._announce_opened(event.message, event.step)
+
+    async def _unopen_early(self) -> Write | None:
+        """The run ends before its early message was announced: the write that removes it (nobody was told
+        of it, so it goes as if never made), or None if there is none (or it was never stored)."""
+        event, write = self._early, self._early_write
+        if event is None or write is None:
+            return None
+        self._early = self._early_write = None
+        try:
+            await write  # before the removal, which must not overtake it (PostgreSQL runs writes side by side)
+        except Exception:
+            return None
+        step_id, message_id = event.step["id"], event.message["id"]
+        return lambda conn: run_rows.unopen_message(conn, self.project, step_id, message_id)
+
+    def _announce_opened(self, message: dict[str, Any], step: dict[str, Any]) -> None:
         self.open_message = OpenMessage(self.project, message)
         self.engine.watch_message(self.open_message)
-        self.emit("thread.run.step.created", step)
-        self.emit("thread.run.step.in_progress", step)
-        self.emit("thread.message.created", message)
-        self.emit("thread.message.in_progress", message)
+        # Held for the message's first text, which the turn loop gives with this event (or, should its
+        # annotator hold that text back, for the run's next event: the run's end at the latest).
+        self.emit("thread.run.step.created", step, more=True)
+        self.emit("thread.run.step.in_progress", step, more=True)
+        self.emit("thread.message.created", message, more=True)
+        self.emit("thread.message.in_progress", message, more=True)
+        self._first_text = True
 
     def _forget_message(self) -> None:
         if self.open_message is not None:
@@ -337,6 +389,7 @@ class RunExecutor:
             self.open_message = None
 
     def _on_text(self, event: TextDelta) -> None:
+        first, self._first_text = self._first_text, False
         if event.annotations is None:
             # The common delta, built around its value from a per-message prefix: the same bytes as the
             # object below would serialize to, without building and serializing that object per token.
@@ -347,13 +400,14 @@ class RunExecutor:
                     head + b',"delta":{"content":[{"index":0,"type":"text","text":{"value":',
                 )
             data = self._delta_prefix[1] + orjson.dumps(event.value) + b"}}]}}"
-            self.engine.bus.publish(self.run_id, "thread.message.delta", data)
+            self.engine.bus.publish(self.run_id, "thread.message.delta", data, now=first)
         else:
             part: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": event.value}}
             part["text"]["annotations"] = event.annotations
             self.emit(
                 "thread.message.delta",
                 {"id": event.message_id, "object": "thread.message.delta", "delta": {"content": [part]}},
+                now=first,
             )
         open_message = self.open_message
         if open_message is not None:
@@ -402,14 +456,19 @@ class RunExecutor:
         pending, _ = self.loop.unfinished() if self.loop is not None else (None, None)
         self._forget_message()
         leases = self.engine.leases
+        unopen = await self._unopen_early()
+        if unopen is not None:
+            pending = None  # the taker opens its own
 
         def tx(conn: Conn) -> None:
+            if unopen is not None:
+                unopen(conn)
             if pending is not None:
                 rows.replace(conn, rows.MESSAGES, self.project, pending)  # still open: the taker closes it
             leases.release(conn, [self.run_id], attempt=False)
 
         try:
-            await self._flush(tx)
+            await self._flush(tx, more=True)  # sent with the stream's end (``bus.end``)
         except Exception:
             log.exception("run %s could not be handed over; its lease will lapse", self.run_id)
             return
@@ -423,9 +482,14 @@ class RunExecutor:
             self.emit("thread.run.cancelling", self.run)
         self._forget_message()
         pending, pending_step = self.loop.unfinished() if self.loop is not None else (None, None)
+        unopen = await self._unopen_early()
+        if unopen is not None:
+            pending = None  # the model said nothing: no message, as if it had not been opened early
         state = self.state.to_json()
 
         def tx(conn: Conn) -> Closed:
+            if unopen is not None:
+                unopen(conn)
             if pending is not None:
                 rows.replace(conn, rows.MESSAGES, self.project, pending)
             if pending_step is not None:
@@ -447,7 +511,7 @@ class RunExecutor:
             )
 
         try:
-            closed: Closed = await self._flush(tx)
+            closed: Closed = await self._flush(tx, more=True)  # sent with the run's closing events
         except Exception:
             # The lease lapses and the reaper ends the run; nothing else can be done from here.
             log.exception("run %s could not be closed as %s", self.run_id, status)
@@ -465,10 +529,11 @@ class RunExecutor:
         )
 
     def _announce(self, closed: Closed) -> None:
+        # One delivery for all of them (the last without ``more``; with no run to show, ``bus.end`` sends them).
         for message in closed.messages:
-            self.emit(f"thread.message.{message['status']}", message)
+            self.emit(f"thread.message.{message['status']}", message, more=True)
         for step in closed.steps:
-            self.emit(f"thread.run.step.{step['status']}", step)
+            self.emit(f"thread.run.step.{step['status']}", step, more=True)
         if closed.run:
             self.run = closed.run
             self.emit(f"thread.run.{closed.run['status']}", closed.run)

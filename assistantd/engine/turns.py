@@ -164,6 +164,12 @@ class TurnLoop:
             request = self.request()
             self.state.model_calls += 1
             turn = self.turn = _Turn()
+            if self.message is None and (not request.tools or request.tool_choice == "none"):
+                # The answer can only be text (or nothing, which makes an empty message too): its message
+                # is opened now, so its write is done while the model thinks, not after its first token.
+                opened = self._open_message()
+                turn.wrote_message = True
+                yield MessageOpened(opened.message, opened.step, early=True)
             async for chunk in self.model.stream(request):
                 if isinstance(chunk, llm.TextDelta):
                     for event in self._on_text(turn, chunk.text):

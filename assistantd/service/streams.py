@@ -3,6 +3,6 @@ services so the API never imports the engine."""
 
 from __future__ import annotations
 
-from assistantd.engine.bus import Event, EventQueue, Subscription
+from assistantd.engine.bus import Event, EventQueue, Sink, Subscription
 
-__all__ = ["Event", "EventQueue", "Subscription"]
+__all__ = ["Event", "EventQueue", "Sink", "Subscription"]

@@ -193,6 +193,12 @@ def open_message(conn: Conn, project: str, step: dict[str, Any], message: dict[s
     )
 
 
+def unopen_message(conn: Conn, project: str, step_id: str, message_id: str) -> None:
+    """Undo ``open_message`` for a message nobody was told of (its run ended before the model said anything)."""
+    rows.delete(conn, rows.MESSAGES, project, message_id)
+    rows.delete(conn, rows.STEPS, project, step_id)
+
+
 def save_step(conn: Conn, project: str, step: dict[str, Any]) -> None:
     rows.replace(conn, rows.STEPS, project, step)
 
